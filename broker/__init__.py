@@ -1,0 +1,1 @@
+"""Broker side: amqtt plugins (embedded) and Mosquitto dynamic-security provisioning."""
