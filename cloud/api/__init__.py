@@ -1,0 +1,1 @@
+"""Shared REST machinery: blueprint with pagination links, fields, errors, authorization."""

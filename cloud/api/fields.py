@@ -1,0 +1,84 @@
+"""Marshmallow fields with the limits the database needs, so bad input is a 422, never a 500."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import marshmallow as ma
+from marshmallow import fields, validate
+
+from cloud.db import MAX_ID
+
+
+class Text(fields.String):
+    """A string with a maximum length and valid UTF-8 (lone surrogates cannot be stored)."""
+
+    def __init__(self, max_length: int, min_length: int = 0, **kwargs: Any) -> None:
+        extra = kwargs.pop("validate", None)
+        validators: list[Any] = [validate.Length(min=min_length, max=max_length)]
+        if extra is not None:
+            validators.extend(extra if isinstance(extra, list) else [extra])
+        super().__init__(validate=validators, **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        return storable(super()._deserialize(value, attr, data, **kwargs))
+
+
+def storable(text: str) -> str:
+    """``text`` if the database can store it: valid UTF-8 (no lone surrogate), no NUL."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ma.ValidationError("Not valid UTF-8 text.") from exc
+    if "\x00" in text:
+        raise ma.ValidationError("NUL characters are not allowed.")
+    return text
+
+
+class Email(fields.Email):
+    """An e-mail address that can be stored (marshmallow's check lets lone surrogates by)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        return storable(super()._deserialize(value, attr, data, **kwargs))
+
+
+class Number(fields.Float):
+    """A JSON number: like ids, strict (no "1.5" strings); no NaN or infinity."""
+
+    def _validated(self, value: Any) -> float:
+        if isinstance(value, str):
+            raise self.make_error("invalid", input=value)
+        return super()._validated(value)
+
+
+class UtcDateTime(fields.AwareDateTime):
+    """An ISO 8601 date-time with its zone, as UTC; one with no UTC equivalent is a 422."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dt.datetime:
+        moment: dt.datetime = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return moment.astimezone(dt.UTC)
+        except OverflowError as exc:  # 0001-01-01T00:00+01:00 is in year 0 in UTC
+            raise ma.ValidationError("Out of range once converted to UTC.") from exc
+
+
+def Id(*, strict: bool = True, **kwargs: Any) -> fields.Integer:  # noqa: N802 - a field type
+    """A record id: a positive 32-bit integer; strict (no "5") in JSON bodies."""
+    return fields.Integer(strict=strict, validate=validate.Range(min=1, max=MAX_ID), **kwargs)
+
+
+def QueryId(**kwargs: Any) -> fields.Integer:  # noqa: N802 - a field type
+    """A record id in a query string, where every value arrives as text."""
+    return Id(strict=False, **kwargs)
+
+
+class Links(fields.Method):
+    """HAL-style ``_links`` (REST maturity level 3): built by the schema's ``links`` method."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(serialize="links", dump_only=True, data_key="_links", **kwargs)
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> Any:
+        links: dict[str, str] = super()._serialize(value, attr, obj, **kwargs)
+        return {rel: {"href": href} for rel, href in links.items()}

@@ -1,0 +1,5 @@
+"""``python -m cloud.cli``."""
+
+from cloud.cli import main
+
+main()

@@ -1,0 +1,177 @@
+"""``ampfleet broker``: run the embedded broker, keep Mosquitto in step with the registry."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+
+import click
+
+from cloud.cli.common import load_settings
+from cloud.settings import Settings, SettingsError
+
+
+@click.group()
+def broker() -> None:
+    """MQTT broker: the embedded one (amqtt), or Mosquitto's accounts (external)."""
+
+
+@broker.command("run")
+def run() -> None:
+    """Serve MQTT with the embedded broker (amqtt) until Ctrl-C or SIGTERM.
+
+    Listens on the port of AMPFLEET_BROKER_URL (plus a TLS listener on
+    AMPFLEET_BROKER_TLS_PORT when set). Devices authenticate with their credentials from the
+    records database (run `ampfleet db upgrade` first); the cloud's services with
+    AMPFLEET_BROKER_SERVICE_USER and its password.
+    """
+    from amqtt.errors import BrokerError
+
+    from broker.embedded import run as run_broker
+
+    settings = load_settings()
+    if settings.broker != "embedded":
+        raise click.ClickException(
+            "AMPFLEET_BROKER is external: run Mosquitto (`ampfleet broker mosquitto-config` "
+            "writes its configuration)"
+        )
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await run_broker(
+            settings,
+            stop=stop,
+            ready=lambda *_: click.echo(f"broker: serving {settings.broker_url}"),
+        )
+
+    try:
+        asyncio.run(serve())
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except (OSError, BrokerError) as exc:  # the port is taken, a TLS file is unreadable
+        raise click.ClickException(f"the broker cannot start: {exc}") from exc
+
+
+@broker.command("resync")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=1),
+    help="Keep running, resyncing every INTERVAL seconds (a sidecar instead of a cron job).",
+)
+def resync(interval: float | None) -> None:
+    """Make Mosquitto's accounts exactly the registry's (idempotent).
+
+    Creates or repairs the service account and each device's role; disables devices that
+    are suspended or decommissioned; deletes the accounts of devices without an active
+    credential. Only password hashes are stored, so a device whose account Mosquitto lost
+    (or whose rotation it missed) is disabled and listed: rotate its credentials. With the
+    embedded broker there is nothing to do: it reads the registry itself.
+    """
+    settings = load_settings()
+    while True:
+        try:
+            click.echo(_resync_once(settings))
+        except click.ClickException as exc:
+            if interval is None:
+                raise
+            click.echo(f"resync failed: {exc.message}", err=True)
+        if interval is None:
+            return
+        time.sleep(interval)
+
+
+def _resync_once(settings: Settings) -> str:
+    from broker.admin import broker_admin
+    from broker.errors import BrokerAdminError
+    from broker.registry import active_accounts, device_ids
+    from cloud.db import Database
+
+    if settings.broker == "embedded":
+        return "embedded broker: it reads the registry, nothing to resync"
+    database = Database(settings.database_url)
+    try:
+        accounts = active_accounts(database)
+        registered = device_ids(database)
+        report = broker_admin(settings).resync(accounts, registered=registered)
+    except (BrokerAdminError, SettingsError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        database.engine.dispose()
+    return f"{len(accounts)} device account(s) in the registry\n{report.summary()}"
+
+
+@broker.command("mosquitto-config")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--port", type=click.IntRange(1, 65535), default=1883, show_default=True)
+@click.option(
+    "--tls-port",
+    type=click.IntRange(0, 65535),
+    default=8883,
+    show_default=True,
+    help="0: no TLS listener.",
+)
+@click.option("--certfile", default="/mosquitto/certs/server.pem", show_default=True)
+@click.option("--keyfile", default="/mosquitto/certs/server.key", show_default=True)
+@click.option(
+    "--data-dir",
+    default="/mosquitto/data",
+    show_default=True,
+    help="Where Mosquitto keeps persistence and dynamic-security.json.",
+)
+@click.option(
+    "--plugin",
+    default="/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",
+    show_default=True,
+    help="Path of the dynamic-security plugin (the eclipse-mosquitto image has it at "
+    "/usr/lib/mosquitto_dynamic_security.so).",
+)
+def mosquitto_config(
+    directory: Path,
+    port: int,
+    tls_port: int,
+    certfile: str,
+    keyfile: str,
+    data_dir: str,
+    plugin: str,
+) -> None:
+    """Write mosquitto.conf into DIRECTORY, and dynamic-security.json when it is missing.
+
+    The accounts file holds the admin account (AMPFLEET_BROKER_ADMIN_USER) and the service
+    account with their passwords (settings, or the generated ones in the data directory),
+    hashed. Mosquitto owns it from its first start: it is never overwritten.
+    """
+    from broker.accounts import admin_password, service_password
+    from broker.mosquitto.config import MosquittoConfig, initial_dynsec, render, write_dynsec
+
+    settings = load_settings()
+    dynsec_file = Path(data_dir) / "dynamic-security.json"
+    config = MosquittoConfig(
+        dynsec_file=str(dynsec_file),
+        persistence_dir=data_dir,
+        port=port,
+        tls_port=tls_port,
+        certfile=certfile if tls_port else "",
+        keyfile=keyfile if tls_port else "",
+        max_packet_size=settings.max_payload_bytes + 1024,  # payload + topic and headers
+        plugin=plugin,
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "mosquitto.conf").write_text(render(config))
+    click.echo(f"wrote {directory / 'mosquitto.conf'}")
+    target = directory / "dynamic-security.json"
+    if target.exists():
+        click.echo(f"kept {target} (Mosquitto owns it)")
+        return
+    document = initial_dynsec(
+        settings.broker_admin_user,
+        admin_password(settings),
+        settings.broker_service_user,
+        service_password(settings),
+    )
+    write_dynsec(target, document)
+    click.echo(f"wrote {target}: mount it as {dynsec_file}, writable by Mosquitto")

@@ -1,0 +1,208 @@
+"""``ampfleet worker``: the device-link workers (ingest, status, config, ocpp)."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+from typing import Any
+
+import click
+
+from cloud.cli.common import load_settings
+from cloud.settings import Settings
+
+
+@click.group()
+def worker() -> None:
+    """Device-link workers: run as many as the load needs."""
+
+
+def _client_id_for(role: str, client_id: str | None) -> str:
+    """The given client id, else the stable default ``ampfleet-<role>-<hostname>``."""
+    return client_id or f"ampfleet-{role}-{socket.gethostname()}"
+
+
+def _serve(
+    settings: Settings, role: str, target: str, service: Any, metrics_port: int | None
+) -> None:
+    """Announce, then run ``service`` (start/stop) until SIGINT or SIGTERM."""
+    click.echo(f"{role}: {settings.broker_url} -> {target}")
+    port = settings.metrics_port if metrics_port is None else metrics_port
+    _serve_until_signal(service.start, service.stop, port)
+
+
+def _serve_until_signal(start: Any, stop: Any, metrics_port: int) -> None:
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr="0.0.0.0")  # noqa: S104 - scraped in-cluster
+    done = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: done.set())
+    start()
+    done.wait()
+    stop()
+
+
+_client_id = click.option(
+    "--client-id",
+    help="MQTT client id; keep it stable across restarts so the broker "
+    "redelivers what was not acknowledged (default: ampfleet-<role>-<hostname>).",
+)
+_metrics_port = click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help="Port of /metrics (default AMPFLEET_METRICS_PORT; 0: none).",
+)
+
+
+@worker.command("ingest")
+@_client_id
+@_metrics_port
+@click.option(
+    "--shared/--no-shared",
+    default=None,
+    help="Use a shared subscription (default: yes on an external broker, no on the "
+    "embedded one, which cannot share).",
+)
+def ingest(client_id: str | None, metrics_port: int | None, shared: bool | None) -> None:
+    """Write device telemetry from the broker to the telemetry store, in batches.
+
+    Subscribes with a shared subscription ($share/ingest/...) on Mosquitto/EMQX, so several
+    workers split the load; on the embedded broker, which cannot share, run one.
+    """
+    from cloud.db import Database
+    from cloud.devicelink.mqtt import service_endpoint
+    from cloud.ingest.families import FamilyDirectory
+    from cloud.ingest.worker import IngestWorker
+    from cloud.telemetry.store import open_store
+
+    settings = load_settings()
+    ingest_worker = IngestWorker(
+        open_store(settings),
+        service_endpoint(settings),
+        _client_id_for("ingest", client_id),
+        settings.data_path,
+        shared_subscriptions=settings.broker == "external" if shared is None else shared,
+        batch_size=settings.ingest_batch_size,
+        flush_ms=settings.ingest_flush_interval,
+        queue_size=settings.ingest_queue_size,
+        max_payload_bytes=settings.max_payload_bytes,
+        max_skew_ms=settings.max_clock_skew * 1000,
+        families=FamilyDirectory(Database(settings.database_url)),
+    )
+    _serve(settings, "ingest", settings.telemetry_store, ingest_worker, metrics_port)
+
+
+@worker.command("status")
+@_client_id
+@_metrics_port
+def status(client_id: str | None, metrics_port: int | None) -> None:
+    """Keep each device's online/offline state and last-seen time from its status topic."""
+    from cloud.db import Database
+    from cloud.devicelink.mqtt import service_endpoint
+    from cloud.devicelink.status_worker import StatusWorker
+
+    settings = load_settings()
+    status_worker = StatusWorker(
+        Database(settings.database_url),
+        service_endpoint(settings),
+        _client_id_for("status", client_id),
+        settings.data_path,
+        shared_subscriptions=settings.broker == "external",
+        max_payload_bytes=settings.max_payload_bytes,
+        max_skew_ms=settings.max_clock_skew * 1000,
+    )
+    _serve(settings, "status", "records", status_worker, metrics_port)
+
+
+@worker.command("config")
+@_client_id
+@_metrics_port
+@click.option(
+    "--timeout",
+    type=click.IntRange(1),
+    default=300,
+    show_default=True,
+    help="Seconds a device has to answer a configuration change before it is timed_out.",
+)
+@click.option(
+    "--sweep-interval",
+    type=click.FloatRange(0.1),
+    default=30.0,
+    show_default=True,
+    help="Seconds between sweeps (re-send unsent changes, time out unanswered ones).",
+)
+def config(
+    client_id: str | None, metrics_port: int | None, timeout: int, sweep_interval: float
+) -> None:
+    """Store the configuration devices report and resolve pending configuration changes."""
+    import datetime as dt
+
+    from cloud.db import Database
+    from cloud.devicelink.config_worker import ConfigWorker
+    from cloud.devicelink.mqtt import service_endpoint
+
+    settings = load_settings()
+    config_worker = ConfigWorker(
+        Database(settings.database_url),
+        service_endpoint(settings),
+        _client_id_for("config", client_id),
+        settings.data_path,
+        shared_subscriptions=settings.broker == "external",
+        timeout=dt.timedelta(seconds=timeout),
+        sweep_interval=sweep_interval,
+        max_payload_bytes=settings.max_payload_bytes,
+    )
+    _serve(settings, "config", "records", config_worker, metrics_port)
+
+
+@worker.command("forget")
+@click.argument("client_id")
+def forget(client_id: str) -> None:
+    """End the broker session of a worker that is gone for good (after scaling down).
+
+    Until then the broker keeps that worker's share of a shared subscription for it.
+    """
+    from cloud.devicelink.mqtt import end_session, service_endpoint
+
+    end_session(service_endpoint(load_settings()), client_id)
+    click.echo(f"session {client_id} ended")
+
+
+@worker.command("ocpp")
+@_client_id
+@_metrics_port
+@click.option("--host", help="Address to listen on (default AMPFLEET_OCPP_HOST).")
+@click.option("--port", type=click.IntRange(0, 65535), help="Port (default AMPFLEET_OCPP_PORT).")
+def ocpp(
+    client_id: str | None, metrics_port: int | None, host: str | None, port: int | None
+) -> None:
+    """Bridge OCPP 1.6J and 2.0.1 chargers onto the device contract (docs/ocpp.md).
+
+    One WebSocket listener with one security profile (AMPFLEET_OCPP_SECURITY_PROFILE); run
+    one bridge per profile, and as many per profile as the load needs behind a TCP load
+    balancer: each receives the commands of the chargers it holds from the broker.
+    """
+    from broker.accounts import bridge_password
+    from cloud.db import Database
+    from cloud.devicelink.mqtt import Endpoint
+    from cloud.ocpp.worker import OcppWorker
+
+    settings = load_settings()
+    endpoint = Endpoint.from_url(
+        settings.broker_url,
+        settings.broker_bridge_user,
+        bridge_password(settings),
+        settings.broker_tls_ca_file,
+    )
+    bridge = OcppWorker(
+        settings, Database(settings.database_url), endpoint, _client_id_for("ocpp", client_id)
+    )
+    if host is not None:
+        bridge.host = host
+    if port is not None:
+        bridge.port = port
+    target = f"ws{'s' if settings.ocpp_security_profile > 1 else ''}://{bridge.host}:{bridge.port}"
+    _serve(settings, "ocpp", target, bridge, metrics_port)

@@ -1,0 +1,1 @@
+"""The device registry: chargers (native and OCPP) and device groups."""

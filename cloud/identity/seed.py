@@ -1,0 +1,107 @@
+"""Seeding: the permission catalogue, the system roles, the platform organization and admin."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cloud.identity.models import Permission, Role, RoleAssignment, User
+from cloud.identity.passwords import SecretHasher
+from cloud.identity.permissions import CATALOGUE, PLATFORM_ADMIN, SYSTEM_ROLES
+from cloud.organizations.models import PLATFORM_SLUG, Organization
+
+log = logging.getLogger(__name__)
+
+
+def sync_catalogue(session: Session) -> None:
+    """Make the permissions table equal the catalogue; create missing system roles.
+
+    Existing system roles are left as edited, except that platform-admin always holds every
+    permission, so a new permission is never out of everyone's reach.
+    """
+    stored = {p.name: p for p in session.scalars(select(Permission))}
+    for name, description in CATALOGUE.items():
+        if name in stored:
+            stored[name].description = description
+        else:
+            stored[name] = Permission(name=name, description=description)
+            session.add(stored[name])
+    for name in set(stored) - set(CATALOGUE):
+        session.delete(stored.pop(name))
+    session.flush()
+    for role_name, (description, names) in SYSTEM_ROLES.items():
+        role = session.scalar(
+            select(Role).where(Role.organization_id.is_(None), Role.name == role_name)
+        )
+        if role is None:
+            role = Role(
+                name=role_name,
+                description=description,
+                permissions=[stored[n] for n in sorted(names)],
+            )
+            session.add(role)
+        elif role_name == "platform-admin":
+            role.permissions = [stored[n] for n in sorted(CATALOGUE)]
+    platform = session.scalar(select(Organization).where(Organization.slug == PLATFORM_SLUG))
+    if platform is None:
+        session.add(Organization(slug=PLATFORM_SLUG, name="Platform operators"))
+    session.flush()
+
+
+def create_platform_admin(
+    session: Session, hasher: SecretHasher, email: str, password: str
+) -> User:
+    """A new user in the platform organization holding the platform-admin role."""
+    platform = session.scalar(select(Organization).where(Organization.slug == PLATFORM_SLUG))
+    role = _platform_admin_role(session)
+    if platform is None or role is None:
+        raise RuntimeError("run sync_catalogue first")
+    user = User(
+        organization_id=platform.id,
+        email=email.lower(),
+        name="Platform admin",
+        password_hash=hasher.hash(password),
+    )
+    user.assignments.append(RoleAssignment(role=role, organization_id=platform.id))
+    session.add(user)
+    session.flush()
+    log.info("created platform admin %s (%s)", email, PLATFORM_ADMIN)
+    return user
+
+
+def ensure_admin(
+    session: Session, hasher: SecretHasher, email: str, password: str, data_dir: Path
+) -> str | None:
+    """Create the platform admin if no user holds platform-admin yet (first start).
+
+    Returns the generated password when one had to be made (it is also written, mode 0600, to
+    ``<data_dir>/initial-admin-password``), else None.
+    """
+    role = _platform_admin_role(session)
+    if role is None:
+        raise RuntimeError("run sync_catalogue first")
+    if session.scalar(
+        select(RoleAssignment).where(
+            RoleAssignment.role_id == role.id, RoleAssignment.user_id.is_not(None)
+        )
+    ):
+        return None
+    generated = None
+    if not password:
+        generated = password = secrets.token_urlsafe(15)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path = data_dir / "initial-admin-password"
+        path.touch(mode=0o600)
+        path.write_text(password + "\n")
+    create_platform_admin(session, hasher, email, password)
+    return generated
+
+
+def _platform_admin_role(session: Session) -> Role | None:
+    return session.scalar(
+        select(Role).where(Role.organization_id.is_(None), Role.name == "platform-admin")
+    )

@@ -1,0 +1,6 @@
+"""Telemetry ingest: device messages from the broker into the telemetry store.
+
+Nothing accepted is lost: a message is acknowledged to the broker (MQTT PUBACK) only once its
+sample is in the telemetry store or in the worker's durable spool; a crash before that makes the
+broker deliver it again, and the store keeps one copy per device/node/timestamp.
+"""

@@ -1,0 +1,33 @@
+"""Prometheus metrics of the device-link workers."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECEIVED = Counter("ampfleet_messages_received_total", "Device messages received.", ["channel"])
+REJECTED = Counter(
+    "ampfleet_messages_rejected_total", "Device messages rejected.", ["channel", "reason"]
+)
+FLAGGED = Counter(
+    "ampfleet_values_flagged_total",
+    "Telemetry values the device's parameter schema refused (the rest of the sample is stored).",
+    ["reason"],
+)
+UNCHECKED = Counter(
+    "ampfleet_samples_unchecked_total",
+    "Samples stored without a schema check: unknown device or family, or the registry down.",
+    ["reason"],
+)
+WRITTEN = Counter("ampfleet_samples_written_total", "Samples written to the telemetry store.")
+SPOOLED = Counter(
+    "ampfleet_samples_spooled_total", "Samples kept in the durable spool while the store was down."
+)
+STORE_ERRORS = Counter("ampfleet_store_errors_total", "Failed telemetry store writes.", ["kind"])
+BATCH_SECONDS = Histogram(
+    "ampfleet_batch_write_seconds",
+    "Time to write one batch.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+QUEUE_DEPTH = Gauge("ampfleet_ingest_queue_depth", "Samples waiting in the ingest queue.")
+SPOOL_DEPTH = Gauge("ampfleet_ingest_spool_batches", "Batches waiting in the durable spool.")
+DEVICES_ONLINE = Gauge("ampfleet_devices_online", "Devices whose last status is online.")

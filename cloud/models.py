@@ -1,0 +1,42 @@
+"""Every record model, imported in one place so the metadata (and Alembic) sees them all."""
+
+from cloud.audit.models import AuditEntry
+from cloud.commands.models import DeviceCommand
+from cloud.configuration.models import ConfigChange, DeviceConfiguration
+from cloud.db import Base
+from cloud.devices.credentials import DeviceCredential
+from cloud.devices.models import Device, DeviceGroup, DeviceStatus, device_group_members
+from cloud.identity.models import (
+    ApiClient,
+    Permission,
+    RefreshToken,
+    Role,
+    RoleAssignment,
+    User,
+    role_permissions,
+)
+from cloud.ocpp.models import OcppCharger
+from cloud.organizations.models import Organization, Site
+
+__all__ = [
+    "ApiClient",
+    "AuditEntry",
+    "Base",
+    "ConfigChange",
+    "Device",
+    "DeviceCommand",
+    "DeviceConfiguration",
+    "DeviceCredential",
+    "DeviceGroup",
+    "DeviceStatus",
+    "OcppCharger",
+    "Organization",
+    "Permission",
+    "RefreshToken",
+    "Role",
+    "RoleAssignment",
+    "Site",
+    "User",
+    "device_group_members",
+    "role_permissions",
+]

@@ -1,0 +1,471 @@
+"""Settings: defaults in code, overrides from ``AMPFLEET_*`` environment variables.
+
+The defaults give the embedded mode (SQLite under the data directory, the embedded broker,
+SQLite telemetry); production changes only settings. Tests pass a mapping instead of the
+environment. Each setting is one ``Setting`` declaration, which is also its documentation:
+``ampfleet settings`` prints the table and docs/configuration.md is generated from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "AMPFLEET_"
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used; the message names the variable."""
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("expected one of true/false, yes/no, on/off, 1/0")
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One declared setting: its name, type, default and meaning."""
+
+    name: str
+    default: Any
+    description: str
+    parse: Callable[[str], Any] = str
+    choices: tuple[str, ...] = ()
+    minimum: int | None = None
+
+    @property
+    def env(self) -> str:
+        """The environment variable that overrides this setting."""
+        return ENV_PREFIX + self.name.upper()
+
+    def coerce(self, value: Any) -> Any:
+        """Turn a raw value (string from the environment, or a Python value) into the setting."""
+        try:
+            if isinstance(value, str) and self.parse is not str:
+                value = self.parse(value)
+            elif self.parse is Path and not isinstance(value, Path):
+                value = Path(value)
+            elif self.parse is int and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError("expected an integer")
+            elif self.parse is _parse_bool and not isinstance(value, bool):
+                raise ValueError("expected a boolean")
+        except ValueError as exc:
+            raise SettingsError(f"{self.env}: {exc}") from exc
+        if self.choices and value not in self.choices:
+            allowed = ", ".join(self.choices)
+            raise SettingsError(f"{self.env}: must be one of {allowed}, not {value!r}")
+        if self.minimum is not None and value < self.minimum:
+            raise SettingsError(f"{self.env}: must be at least {self.minimum}, not {value!r}")
+        return value
+
+
+PASSWORD_KDF_PROFILES = ("rfc9106-low-memory", "rfc9106-high-memory", "insecure-fast-for-tests")
+
+DECLARED: tuple[Setting, ...] = (
+    Setting(
+        "data_dir",
+        Path(".ampfleet"),
+        "Directory for the embedded mode's files: SQLite "
+        "databases, the JWT signing key, the initial admin password.",
+        Path,
+    ),
+    Setting(
+        "database_url",
+        "",
+        "SQLAlchemy URL of the records database, e.g. "
+        "`mysql+pymysql://user:pw@db/ampfleet?charset=utf8mb4`. Empty: SQLite file "
+        "`<data_dir>/ampfleet.db`.",
+    ),
+    Setting("api_host", "127.0.0.1", "Address the API listens on (`0.0.0.0` in containers)."),
+    Setting("api_port", 8080, "TCP port of the API.", int, minimum=1),
+    Setting("api_workers", 2, "gunicorn worker processes serving the API.", int, minimum=1),
+    Setting("api_threads", 4, "Threads per gunicorn worker.", int, minimum=1),
+    Setting(
+        "tls_cert_file",
+        "",
+        "PEM certificate chain: when set with `tls_key_file`, the API listener serves HTTPS.",
+    ),
+    Setting("tls_key_file", "", "PEM private key for `tls_cert_file`."),
+    Setting(
+        "public_url",
+        "",
+        "URL clients use to reach the API, used in links and as the "
+        "token issuer. Empty: derived from `api_host` and `api_port`.",
+    ),
+    Setting(
+        "trusted_proxies",
+        0,
+        "Number of reverse proxies in front of the API whose "
+        "X-Forwarded-* headers are trusted (for the audit log's source address).",
+        int,
+        minimum=0,
+    ),
+    Setting(
+        "max_request_bytes",
+        1_048_576,
+        "Largest request body accepted; larger bodies get 413.",
+        int,
+        minimum=1024,
+    ),
+    Setting(
+        "jwt_private_key_file",
+        "",
+        "PEM RSA key that signs access tokens. Created on "
+        "first start when missing. Empty: `<data_dir>/jwt-signing-key.pem`. Every API "
+        "instance behind one load balancer must share it.",
+    ),
+    Setting("access_token_ttl", 900, "Lifetime of an access token, seconds.", int, minimum=30),
+    Setting(
+        "refresh_token_ttl",
+        2_592_000,
+        "Lifetime of a refresh token, seconds (rotated on every use).",
+        int,
+        minimum=60,
+    ),
+    Setting(
+        "oidc_issuer",
+        "",
+        "Issuer (`iss`) of an external OpenID Connect provider "
+        "(Keycloak, Cognito) whose tokens are accepted too. Empty: none.",
+    ),
+    Setting("oidc_jwks_url", "", "JWKS URL of that provider."),
+    Setting("oidc_audience", "", "Audience (`aud`) its tokens must carry."),
+    Setting(
+        "oidc_email_claim",
+        "email",
+        "Claim of an external token naming the local user (matched against the user's e-mail).",
+    ),
+    Setting(
+        "password_kdf",
+        "rfc9106-low-memory",
+        "argon2id cost profile for passwords and "
+        "client secrets (RFC 9106). The test profile is refused outside tests.",
+        choices=PASSWORD_KDF_PROFILES,
+    ),
+    Setting(
+        "admin_email",
+        "admin@ampfleet.local",
+        "Login of the platform administrator created on first start.",
+    ),
+    Setting(
+        "admin_password",
+        "",
+        "Password of that administrator on first start. Empty: a "
+        "random one, printed once and saved in `<data_dir>/initial-admin-password`.",
+    ),
+    Setting(
+        "broker",
+        "embedded",
+        "MQTT broker: `embedded` (amqtt in process) or `external` "
+        "(Mosquitto/EMQX at `broker_url`).",
+        choices=("embedded", "external"),
+    ),
+    Setting(
+        "broker_url",
+        "mqtt://127.0.0.1:1884",
+        "URL of the MQTT broker the cloud's services connect to (`mqtt://` or `mqtts://`). "
+        "The embedded broker listens on its port: 1884 by default, so that it does not collide "
+        "with a system Mosquitto on 1883.",
+    ),
+    Setting(
+        "broker_tls_port",
+        0,
+        "Port of the embedded broker's TLS listener (0: none). "
+        "Needs `broker_tls_cert_file` and `broker_tls_key_file`.",
+        int,
+        minimum=0,
+    ),
+    Setting("broker_tls_cert_file", "", "PEM certificate chain of the broker's TLS listener."),
+    Setting("broker_tls_key_file", "", "PEM private key of the broker's TLS listener."),
+    Setting(
+        "broker_tls_ca_file",
+        "",
+        "CA bundle the cloud's MQTT clients trust for `mqtts://` (empty: the system's).",
+    ),
+    Setting(
+        "broker_service_user",
+        "ampfleet-service",
+        "Broker account of the cloud's services (ingest, status, commands).",
+    ),
+    Setting(
+        "broker_service_password",
+        "",
+        "Its password. Empty: generated once into `<data_dir>/broker-service-password`.",
+    ),
+    Setting(
+        "broker_bridge_user",
+        "ampfleet-ocpp-bridge",
+        "Broker account of the OCPP bridge: it publishes the device-to-cloud channels of the "
+        "OCPP chargers it holds and follows their cloud-to-device channels "
+        "(broker/README.md).",
+    ),
+    Setting(
+        "broker_bridge_password",
+        "",
+        "Its password. Empty: generated once into `<data_dir>/broker-bridge-password`.",
+    ),
+    Setting(
+        "broker_admin_user",
+        "ampfleet-admin",
+        "Mosquitto dynamic-security admin account the provisioner uses (external broker).",
+    ),
+    Setting(
+        "broker_admin_password",
+        "",
+        "Its password. Empty: generated once into `<data_dir>/broker-admin-password`.",
+    ),
+    Setting(
+        "max_payload_bytes",
+        16384,
+        "Largest device message accepted; larger ones are rejected and counted.",
+        int,
+        minimum=256,
+    ),
+    Setting(
+        "max_clock_skew",
+        300,
+        "Seconds a device timestamp may lie in the future before the message is rejected.",
+        int,
+        minimum=0,
+    ),
+    Setting(
+        "telemetry_store",
+        "sqlite",
+        "Telemetry store: `sqlite` (embedded, `<data_dir>/telemetry.db`) or `influxdb`.",
+        choices=("sqlite", "influxdb"),
+    ),
+    Setting(
+        "influxdb_url", "http://127.0.0.1:8086", "InfluxDB URL when `telemetry_store=influxdb`."
+    ),
+    Setting(
+        "influxdb_timeout",
+        10,
+        "Seconds before an InfluxDB request counts as failed (the batch is then spooled).",
+        int,
+        minimum=1,
+    ),
+    Setting(
+        "influxdb_api",
+        "v2",
+        "Write API of that InfluxDB: `v2` (`/api/v2/write` through "
+        "influxdb-client: InfluxDB 1.8+, 2.x, 3.x) or `v1` (`/write`: InfluxDB 1.6/1.7). "
+        "Queries are InfluxQL on `/query` either way.",
+        choices=("v1", "v2"),
+    ),
+    Setting("influxdb_bucket", "ampfleet", "Bucket (v2) or database (v1) holding telemetry."),
+    Setting("influxdb_org", "ampfleet", "InfluxDB organization (v2 writes)."),
+    Setting("influxdb_token", "", "InfluxDB API token (empty: no authentication)."),
+    Setting("ingest_batch_size", 5000, "Samples per telemetry store write.", int, minimum=1),
+    Setting(
+        "ingest_flush_interval",
+        1000,
+        "Longest wait, in milliseconds, before a partial batch is written.",
+        int,
+        minimum=10,
+    ),
+    Setting(
+        "ingest_queue_size",
+        100_000,
+        "Bound of the ingest worker's in-memory queue; when "
+        "full, the worker stops reading from the broker until it drains.",
+        int,
+        minimum=100,
+    ),
+    Setting(
+        "metrics_port",
+        9100,
+        "Port of a worker's Prometheus `/metrics` endpoint "
+        "(0: none). The API serves `/metrics` on its own port.",
+        int,
+        minimum=0,
+    ),
+    Setting(
+        "ocpp_host",
+        "127.0.0.1",
+        "Address the OCPP bridge listens on (`0.0.0.0` in containers).",
+    ),
+    Setting(
+        "ocpp_port",
+        9000,
+        "Port of the OCPP bridge's WebSocket listener; chargers connect to "
+        "`ws[s]://host:port/<anything>/<charger id>` (0: any free port).",
+        int,
+        minimum=0,
+    ),
+    Setting(
+        "ocpp_security_profile",
+        1,
+        "OCPP security profile of the listener: 1 Basic auth over plain WebSocket, 2 TLS and "
+        "Basic auth, 3 TLS with client certificates whose CN is the charger id. One profile per "
+        "listener: run one bridge per profile.",
+        int,
+        minimum=1,
+    ),
+    Setting("ocpp_tls_cert_file", "", "PEM certificate chain of the TLS listener (profiles 2, 3)."),
+    Setting("ocpp_tls_key_file", "", "PEM private key of the TLS listener."),
+    Setting(
+        "ocpp_tls_client_ca_file",
+        "",
+        "CA bundle that charger certificates must chain to (profile 3).",
+    ),
+    Setting(
+        "ocpp_no_subprotocol",
+        "ocpp1.6",
+        "What a charger that offers no WebSocket subprotocol speaks: `ocpp1.6` (many 1.6 "
+        "chargers send none) or `refuse` (400 at the handshake).",
+        choices=("ocpp1.6", "refuse"),
+    ),
+    Setting(
+        "ocpp_ping_interval",
+        30,
+        "Seconds between WebSocket pings to each charger (0: none); a charger that does not "
+        "answer within as long again is disconnected.",
+        int,
+        minimum=0,
+    ),
+    Setting(
+        "ocpp_call_timeout",
+        30,
+        "Seconds a charger has to answer a call of the bridge (a command) before it fails.",
+        int,
+        minimum=1,
+    ),
+    Setting(
+        "ocpp_heartbeat_interval",
+        300,
+        "Heartbeat interval, seconds, given to chargers in the BootNotification answer.",
+        int,
+        minimum=10,
+    ),
+    Setting(
+        "ocpp_data_transfer",
+        "org.ampfleet/*",
+        "DataTransfer the bridge accepts from chargers, as comma-separated "
+        "`vendorId/messageId` (`vendorId/*`: any message); each becomes an event. Others are "
+        "answered UnknownVendorId or UnknownMessageId.",
+    ),
+    Setting(
+        "ocpp_csr_ca_cert_file",
+        "",
+        "CA certificate with which the bridge signs chargers' SignCertificate requests itself "
+        "(and answers CertificateSigned). Empty: the request becomes an event, and the signed "
+        "chain is sent with the `certificate.signed` command.",
+    ),
+    Setting("ocpp_csr_ca_key_file", "", "PEM private key of that CA."),
+    Setting(
+        "simulated_chargers",
+        3,
+        "Simulated chargers `ampfleet up` runs (real firmware core, simulated hardware and "
+        "EVs), so a newcomer sees data at once (0: none).",
+        int,
+        minimum=0,
+    ),
+    Setting(
+        "log_level",
+        "INFO",
+        "Log level of every process.",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+    ),
+    Setting(
+        "testing",
+        False,
+        "Test mode: allows the fast KDF profile. Never set in production.",
+        _parse_bool,
+    ),
+)
+
+_BY_NAME = {s.name: s for s in DECLARED}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The resolved settings of one process."""
+
+    values: Mapping[str, Any]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @classmethod
+    def load(
+        cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Resolve defaults, then the environment, then explicit overrides (tests)."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for setting in DECLARED:
+            raw = environ.get(setting.env)
+            values[setting.name] = setting.default if raw is None else setting.coerce(raw)
+        for name, value in (overrides or {}).items():
+            if name not in _BY_NAME:
+                raise SettingsError(f"unknown setting {name!r}")
+            values[name] = _BY_NAME[name].coerce(value)
+        return cls(_derive(values))
+
+    # Typed accessors for the settings other modules use most.
+    @property
+    def data_path(self) -> Path:
+        """The data directory (embedded-mode files)."""
+        path: Path = self.values["data_dir"]
+        return path
+
+
+def _derive(values: dict[str, Any]) -> dict[str, Any]:
+    """Fill the settings whose empty default means 'derived from others'."""
+    data_dir: Path = values["data_dir"]
+    if not values["database_url"]:
+        values["database_url"] = f"sqlite:///{(data_dir / 'ampfleet.db').resolve()}"
+    if not values["jwt_private_key_file"]:
+        values["jwt_private_key_file"] = str(data_dir / "jwt-signing-key.pem")
+    if bool(values["tls_cert_file"]) != bool(values["tls_key_file"]):
+        raise SettingsError("AMPFLEET_TLS_CERT_FILE and AMPFLEET_TLS_KEY_FILE go together")
+    if not values["public_url"]:
+        scheme = "https" if values["tls_cert_file"] else "http"
+        wildcard = {"0.0.0.0", "::"}  # noqa: S104 - recognising it, not binding to it
+        host = "127.0.0.1" if values["api_host"] in wildcard else values["api_host"]
+        values["public_url"] = f"{scheme}://{host}:{values['api_port']}"
+    values["public_url"] = values["public_url"].rstrip("/")
+    if bool(values["oidc_issuer"]) != bool(values["oidc_jwks_url"]):
+        raise SettingsError("AMPFLEET_OIDC_ISSUER and AMPFLEET_OIDC_JWKS_URL go together")
+    if values["ocpp_security_profile"] > 3:
+        raise SettingsError("AMPFLEET_OCPP_SECURITY_PROFILE: must be 1, 2 or 3")
+    if values["ocpp_security_profile"] > 1 and not (
+        values["ocpp_tls_cert_file"] and values["ocpp_tls_key_file"]
+    ):
+        raise SettingsError(
+            "AMPFLEET_OCPP_SECURITY_PROFILE 2 and 3 need AMPFLEET_OCPP_TLS_CERT_FILE and "
+            "AMPFLEET_OCPP_TLS_KEY_FILE"
+        )
+    if values["ocpp_security_profile"] == 3 and not values["ocpp_tls_client_ca_file"]:
+        raise SettingsError(
+            "AMPFLEET_OCPP_SECURITY_PROFILE 3 needs AMPFLEET_OCPP_TLS_CLIENT_CA_FILE"
+        )
+    if bool(values["ocpp_csr_ca_cert_file"]) != bool(values["ocpp_csr_ca_key_file"]):
+        raise SettingsError(
+            "AMPFLEET_OCPP_CSR_CA_CERT_FILE and AMPFLEET_OCPP_CSR_CA_KEY_FILE go together"
+        )
+    if values["password_kdf"] == PASSWORD_KDF_PROFILES[-1] and not values["testing"]:
+        raise SettingsError("AMPFLEET_PASSWORD_KDF: the test profile needs AMPFLEET_TESTING=true")
+    return values
+
+
+def markdown_table() -> str:
+    """Every setting as a Markdown table: the reference in docs/configuration.md."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for s in DECLARED:
+        default = str(s.default).lower() if isinstance(s.default, bool) else str(s.default)
+        cell = f"`{default}`" if default else "(empty)"
+        choices = f" One of: {', '.join(f'`{c}`' for c in s.choices)}." if s.choices else ""
+        rows.append(f"| `{s.env}` | {cell} | {s.description}{choices} |")
+    return "\n".join(rows) + "\n"
