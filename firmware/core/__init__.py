@@ -1,0 +1,1 @@
+"""The I/O-free core shared by the firmware, the simulators and the cloud (MicroPython-safe)."""

@@ -1,0 +1,1 @@
+"""Hardware access: the interface the applications use, and its implementations."""

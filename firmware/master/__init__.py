@@ -1,0 +1,1 @@
+"""The master MCU application (ESP32-C3): cloud link, charging control, slaves, OTA."""
