@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Make sure the services the tests use are there: MariaDB up on 127.0.0.1:3306 (root, no
+# password); the mosquitto and influxd binaries installed (the tests start their own instances,
+# with the project's configuration, on free ports). Installs and starts what is missing, so a
+# fresh machine needs nothing by hand.
+set -euo pipefail
+
+apt_updated=0
+apt_install() {
+  if [ "$apt_updated" = 0 ]; then apt-get update -qq; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+}
+
+ensure_binary() {  # ensure_binary BINARY PACKAGE
+  if [ -x "$1" ] || command -v "$1" >/dev/null 2>&1; then return 0; fi
+  echo "services: installing $2"
+  apt_install "$2"
+}
+
+mariadb_up() { mysqladmin --protocol=tcp -h127.0.0.1 -uroot ping >/dev/null 2>&1; }
+
+ensure_mariadb() {
+  if mariadb_up; then return 0; fi
+  if ! command -v mariadbd >/dev/null 2>&1 && [ ! -x /usr/sbin/mariadbd ]; then
+    echo "services: installing mariadb-server"
+    apt_install mariadb-server
+  fi
+  echo "services: starting MariaDB"
+  mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld 2>/dev/null || true
+  start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
+  for _ in $(seq 1 60); do
+    if mariadb_up; then return 0; fi
+    sleep 1
+  done
+  echo "services: MariaDB did not come up on 127.0.0.1:3306" >&2
+  return 1
+}
+
+ensure_mariadb
+ensure_binary /usr/sbin/mosquitto mosquitto
+ensure_binary /usr/bin/influxd influxdb
+# Accepts line protocol on /api/v2/write: proves the influxdb-client (v2) write path for real.
+ensure_binary /usr/bin/victoria-metrics victoria-metrics
