@@ -1,0 +1,106 @@
+"""The ampfleet command: --help everywhere, migrations, administrators."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+from alembic.script import ScriptDirectory
+from click.testing import CliRunner
+
+from cloud.cli import main
+from cloud.db.migrate import alembic_config
+
+
+def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found = [prefix]
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            found += _commands(command, (*prefix, name))
+        else:
+            found.append((*prefix, name))
+    return found
+
+
+@pytest.mark.parametrize("path", _commands(main), ids=lambda p: " ".join(p) or "ampfleet")
+def test_every_command_has_help(path: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(main, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage: " in result.output and len(result.output.splitlines()) > 3
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    values = {
+        "AMPFLEET_DATA_DIR": str(tmp_path / "data"),
+        "AMPFLEET_TESTING": "true",
+        "AMPFLEET_PASSWORD_KDF": "insecure-fast-for-tests",
+    }
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    return values
+
+
+def test_db_upgrade_downgrade_and_admin_commands(env: dict[str, str]) -> None:
+    runner = CliRunner()
+    assert "base" in runner.invoke(main, ["db", "current"]).output
+    upgraded = runner.invoke(main, ["db", "upgrade"])
+    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    assert upgraded.exit_code == 0 and f"database at {head}" in upgraded.output
+    made = runner.invoke(
+        main,
+        [
+            "users",
+            "create-admin",
+            "--email",
+            "ops@example.test",
+            "--password",
+            "a-long-enough-password",
+        ],
+    )
+    assert made.exit_code == 0, made.output
+    again = runner.invoke(
+        main,
+        [
+            "users",
+            "create-admin",
+            "--email",
+            "ops@example.test",
+            "--password",
+            "a-long-enough-password",
+        ],
+    )
+    assert again.exit_code != 0 and "exists already" in again.output
+    short = runner.invoke(
+        main, ["users", "set-password", "ops@example.test", "--password", "short"]
+    )
+    assert short.exit_code != 0 and "--password" in short.output
+    changed = runner.invoke(
+        main,
+        ["users", "set-password", "ops@example.test"],
+        input="another-long-password\nanother-long-password\n",
+    )
+    assert changed.exit_code == 0, changed.output
+    down = runner.invoke(main, ["db", "downgrade", "base"])
+    assert down.exit_code == 0 and "base" in down.output
+
+
+def test_a_bad_setting_is_a_clean_error(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AMPFLEET_API_PORT", "eighty")
+    result = CliRunner().invoke(main, ["db", "upgrade"])
+    assert result.exit_code == 1 and "AMPFLEET_API_PORT" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "ampfleet"
+    result = subprocess.run(
+        [str(script), "--version"], capture_output=True, text=True, env={**os.environ}, check=False
+    )
+    assert result.returncode == 0 and "ampfleet" in result.stdout

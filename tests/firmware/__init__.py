@@ -1,0 +1,1 @@
+"""Tests of the firmware package and its I/O-free core."""

