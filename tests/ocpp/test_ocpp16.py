@@ -151,15 +151,21 @@ def test_a_charger_boots_charges_and_shows_in_the_api(
             assert (await published.event(charger_id, "certificate.sign_requested"))["data"][
                 "csr"
             ] == "-----BEGIN CSR-----"
-        # The socket closed: the bridge says so.
+            connector = (await published.event(charger_id, "connector.status"))["data"]
+            assert connector == {"connector": 1, "status": "Preparing", "error_code": "NoError"}
+            hello = (await published.event(charger_id, "ocpp.data_transfer"))["data"]
+            assert hello["message_id"] == "hello"
+        # The socket closed: the bridge says so, to the API and to every subscriber (the
+        # observer may receive it after the status worker did: wait for it).
         await eventually(lambda: not status_of(admin, charger_id)["online"], "offline")
+        await eventually(
+            lambda: [s["state"] for s in published.of(charger_id, "status")][-1:] == ["offline"],
+            "offline published",
+        )
 
     asyncio.run(scenario())
     statuses = [s["state"] for s in published.of(charger_id, "status")]
     assert statuses[0] == "online" and statuses[-1] == "offline"
-    connector = [e for e in published.events(charger_id, "connector.status")]
-    assert connector[0]["data"] == {"connector": 1, "status": "Preparing", "error_code": "NoError"}
-    assert published.events(charger_id, "ocpp.data_transfer")[0]["data"]["message_id"] == "hello"
 
 
 def test_api_commands_reach_the_charger_and_their_results_come_back(
