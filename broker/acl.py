@@ -30,7 +30,7 @@ DEVICE_TO_CLOUD: tuple[str, ...] = (
     "ota/status",
 )
 # Cloud -> device: the device may SUBSCRIBE to (and receive) these under its own id.
-CLOUD_TO_DEVICE: tuple[str, ...] = ("config/desired", "cmd", "ota")
+CLOUD_TO_DEVICE: tuple[str, ...] = ("config/desired", "cmd", "ota", "auth/list")
 
 # The device id is the MQTT client id, username, topic level and certificate CN: no '/', '+',
 # '#' or '$', so it can never widen a topic filter.

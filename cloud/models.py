@@ -1,6 +1,14 @@
 """Every record model, imported in one place so the metadata (and Alembic) sees them all."""
 
 from cloud.audit.models import AuditEntry
+from cloud.charging.models import (
+    AuthorizationList,
+    ChargerAccess,
+    ChargingSession,
+    Invitation,
+    RfidCard,
+    Tariff,
+)
 from cloud.commands.models import DeviceCommand
 from cloud.configuration.models import ConfigChange, DeviceConfiguration
 from cloud.db import Base
@@ -21,7 +29,10 @@ from cloud.organizations.models import Organization, Site
 __all__ = [
     "ApiClient",
     "AuditEntry",
+    "AuthorizationList",
     "Base",
+    "ChargerAccess",
+    "ChargingSession",
     "ConfigChange",
     "Device",
     "DeviceCommand",
@@ -29,13 +40,16 @@ __all__ = [
     "DeviceCredential",
     "DeviceGroup",
     "DeviceStatus",
+    "Invitation",
     "OcppCharger",
     "Organization",
     "Permission",
     "RefreshToken",
+    "RfidCard",
     "Role",
     "RoleAssignment",
     "Site",
+    "Tariff",
     "User",
     "device_group_members",
     "role_permissions",

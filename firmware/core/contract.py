@@ -34,9 +34,10 @@ OTA_STATUS = "ota/status"
 CONFIG_DESIRED = "config/desired"
 CMD = "cmd"
 OTA = "ota"
+AUTH_LIST = "auth/list"
 
 UPLINK = (TELEMETRY, STATUS, EVENTS, CONFIG_REPORTED, CMD_RESULT, OTA_STATUS)
-DOWNLINK = (CONFIG_DESIRED, CMD, OTA)
+DOWNLINK = (CONFIG_DESIRED, CMD, OTA, AUTH_LIST)
 CHANNELS = UPLINK + DOWNLINK
 
 QOS = {
@@ -49,6 +50,7 @@ QOS = {
     CONFIG_DESIRED: 1,
     CMD: 1,
     OTA: 1,
+    AUTH_LIST: 1,
 }
 RETAINED = {
     TELEMETRY: False,
@@ -60,6 +62,7 @@ RETAINED = {
     CONFIG_DESIRED: True,
     CMD: False,
     OTA: True,
+    AUTH_LIST: True,
 }
 
 # Limits (docs/device-contract.md, "Limits").
@@ -71,6 +74,7 @@ MAX_ID_LENGTH = 64
 MAX_URL_LENGTH = 1024
 MAX_SIGNATURE_LENGTH = 1024
 MAX_DEPTH = 8
+MAX_AUTH_TOKENS = 200  # a local list of 200 cards stays well inside MAX_PAYLOAD_BYTES
 MAX_SAFE_INT = 9007199254740991  # 2**53 - 1: exact in every JSON reader, JavaScript included
 INT_MIN = -9223372036854775808  # telemetry integers are int64 in InfluxDB and SQLite
 INT_MAX = 9223372036854775807
@@ -309,6 +313,24 @@ class CommandResult(_Message):
         self.status = status
         self.result = result
         self.reason = reason
+
+
+class AuthList(_Message):
+    """A charger's local authorization list (``auth/list``): the cards (OCPP idTokens) it may
+    accept without asking, each valid until ``tokens[id]`` (ms) or, when None, for good."""
+
+    __slots__ = ("tokens", "version")
+
+    def __init__(self, version: int, tokens: dict) -> None:
+        self.version = version
+        self.tokens = tokens
+
+    def accepts(self, token: str, now_ms: int) -> bool:
+        """True when ``token`` is on the list and still valid at ``now_ms``."""
+        if token not in self.tokens:
+            return False
+        until = self.tokens[token]
+        return until is None or now_ms < until
 
 
 class Ota(_Message):
@@ -802,6 +824,42 @@ def decode_ota_status(
     )
 
 
+_AUTH_LIST_FIELDS = {"v", "version", "tokens"}
+_AUTH_LIST_REQUIRED = ("version", "tokens")
+_TOKEN_FIELDS = {"id", "until"}
+_TOKEN_REQUIRED = ("id",)
+
+
+def _auth_tokens(value: "Any") -> dict:
+    if type(value) is not list:
+        raise ContractError("bad_type", "tokens", "must be an array")
+    if len(value) > MAX_AUTH_TOKENS:
+        raise ContractError("too_large", "tokens", f"more than {MAX_AUTH_TOKENS} tokens")
+    tokens = {}  # type: dict[str, int | None]
+    for item in value:
+        if type(item) is not dict:
+            raise ContractError("bad_type", "tokens", "each token must be an object")
+        _fields(item, _TOKEN_FIELDS, _TOKEN_REQUIRED)
+        token = _text(item["id"], "tokens.id", MAX_ID_LENGTH)
+        if token in tokens:
+            raise ContractError("bad_value", "tokens.id", "duplicate token " + _short(token))
+        until = item.get("until")
+        tokens[token] = None if until is None else _int(until, "tokens.until", 1, MAX_SAFE_INT)
+    return tokens
+
+
+def decode_auth_list(
+    payload: "bytes | str",
+    now_ms: "int | None" = None,
+    max_bytes: int = MAX_PAYLOAD_BYTES,
+    max_skew_ms: int = MAX_CLOCK_SKEW_MS,
+) -> AuthList:
+    """Decode an ``af/{id}/auth/list`` payload (retained: the complete list, not a delta)."""
+    obj = _load(payload, max_bytes)
+    _fields(obj, _AUTH_LIST_FIELDS, _AUTH_LIST_REQUIRED)
+    return AuthList(_int(obj["version"], "version", 0, MAX_SAFE_INT), _auth_tokens(obj["tokens"]))
+
+
 _DECODERS = {
     TELEMETRY: decode_telemetry,
     STATUS: decode_status,
@@ -812,6 +870,7 @@ _DECODERS = {
     CONFIG_DESIRED: decode_config,
     CMD: decode_command,
     OTA: decode_ota,
+    AUTH_LIST: decode_auth_list,
 }
 
 
@@ -965,4 +1024,19 @@ def encode_ota_status(
         obj["progress"] = _int(progress, "progress", 0, 100)
     if reason is not None:
         obj["reason"] = _reason(reason, "reason")
+    return _dump(obj)
+
+
+def encode_auth_list(version: int, tokens: dict) -> bytes:
+    """Payload of ``af/{id}/auth/list`` (retained): ``tokens`` maps each card's id to the ms
+    it is valid until, or None; listed in sorted order so equal lists encode equally."""
+    items = []
+    for token in sorted(tokens):
+        item = {"id": _text(token, "tokens.id", MAX_ID_LENGTH)}  # type: dict[str, Any]
+        if tokens[token] is not None:
+            item["until"] = tokens[token]
+        items.append(item)
+    obj = {"v": CONTRACT_VERSION, "version": _int(version, "version", 0, MAX_SAFE_INT)}  # type: dict[str, Any]
+    obj["tokens"] = items
+    _auth_tokens(items)  # the same checks as the decoder: never send what a device refuses
     return _dump(obj)

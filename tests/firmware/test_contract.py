@@ -599,7 +599,7 @@ def test_channel_tables_are_consistent() -> None:
     assert not set(c.UPLINK) & set(c.DOWNLINK)
     assert set(c.QOS.values()) == {1}
     retained = {channel for channel, flag in c.RETAINED.items() if flag}
-    assert retained == {c.STATUS, c.CONFIG_REPORTED, c.CONFIG_DESIRED, c.OTA}
+    assert retained == {c.STATUS, c.CONFIG_REPORTED, c.CONFIG_DESIRED, c.OTA, c.AUTH_LIST}
     assert c.UPLINK == (
         "telemetry",
         "status",
@@ -608,7 +608,7 @@ def test_channel_tables_are_consistent() -> None:
         "cmd/result",
         "ota/status",
     )
-    assert c.DOWNLINK == ("config/desired", "cmd", "ota")
+    assert c.DOWNLINK == ("config/desired", "cmd", "ota", "auth/list")
 
 
 def test_topic_filter_covers_one_channel_of_every_device() -> None:
@@ -834,3 +834,43 @@ def test_contract_behaves_the_same_under_real_micropython() -> None:
     assert "FAIL" not in stdout, stdout
     checks = 10 + len(HOSTILE_TOPICS) + 2
     assert stdout.strip().endswith(f"REJECTIONS {len(cases)} CHECKS {checks}"), stdout
+
+
+def test_an_authorization_list_round_trips_and_answers_for_its_tokens() -> None:
+    payload = c.encode_auth_list(7, {"04A1B2C3": None, "0011AA": 1_800_000_000_000})
+    assert json.loads(payload)["tokens"] == [
+        {"id": "0011AA", "until": 1_800_000_000_000},
+        {"id": "04A1B2C3"},
+    ]
+    listed = c.decode(c.AUTH_LIST, payload, NOW)
+    assert isinstance(listed, c.AuthList) and listed.version == 7
+    assert listed.accepts("04A1B2C3", NOW) and listed.accepts("0011AA", 1_799_999_999_999)
+    assert not listed.accepts("0011AA", 1_800_000_000_000)
+    assert not listed.accepts("FFFF", NOW)
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason", "field"),
+    [
+        ('{"v":1,"version":1,"tokens":{}}', "bad_type", "tokens"),
+        ('{"v":1,"version":1,"tokens":["A"]}', "bad_type", "tokens"),
+        ('{"v":1,"version":1,"tokens":[{"id":""}]}', "bad_value", "tokens.id"),
+        ('{"v":1,"version":1,"tokens":[{"id":"A"},{"id":"A"}]}', "bad_value", "tokens.id"),
+        ('{"v":1,"version":1,"tokens":[{"id":"A","until":0}]}', "bad_value", "tokens.until"),
+        ('{"v":1,"version":1,"tokens":[{"id":"A","x":1}]}', "unknown_field", "x"),
+        ('{"v":1,"tokens":[]}', "missing_field", "version"),
+    ],
+)
+def test_a_bad_authorization_list_is_refused_naming_its_field(
+    payload: str, reason: str, field: str
+) -> None:
+    with pytest.raises(c.ContractError) as caught:
+        c.decode_auth_list(payload)
+    assert (caught.value.reason, caught.value.field) == (reason, field)
+
+
+def test_an_authorization_list_longer_than_the_limit_is_refused() -> None:
+    tokens = {f"T{i}": None for i in range(c.MAX_AUTH_TOKENS + 1)}
+    with pytest.raises(c.ContractError) as caught:
+        c.encode_auth_list(1, tokens)
+    assert caught.value.reason == "too_large"
