@@ -6,9 +6,10 @@ charger it holds (``link``), so nothing behind the broker knows a charger is not
 
 The protocol work is I/O-free: ``meter`` maps sampled values onto the family's parameters,
 ``uplink`` turns what a charger sends into contract messages and OCPP answers, ``downlink``
-turns contract commands into OCPP calls and their answers into command results. ``session``
-binds them to the ocpp library's ``ChargePoint`` (one per connection), ``worker`` runs it all
-on one asyncio loop.
+turns contract commands into OCPP calls and their answers into command results,
+``authorization`` judges id tokens by the charger's local authorization list and builds the
+calls that keep that list on the charger. ``session`` binds them to the ocpp library's
+``ChargePoint`` (one per connection), ``worker`` runs it all on one asyncio loop (uvloop's).
 
 Exceptions::
 

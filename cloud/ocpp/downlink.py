@@ -141,8 +141,13 @@ def _reset16(args: Mapping[str, Any], _u: Uplink, _f: Family | None) -> Outgoing
     return Outgoing(call16.Reset(type=mode), by_status)
 
 
+def remote_start_token(args: Mapping[str, Any]) -> str:
+    """The id token a ``charging.start`` starts with: the cloud's (``app-...``) or ours."""
+    return _str(args, "id_tag") or REMOTE_ID_TAG
+
+
 def _start16(args: Mapping[str, Any], _u: Uplink, _f: Family | None) -> Outgoing:
-    tag = _str(args, "id_tag") or REMOTE_ID_TAG
+    tag = remote_start_token(args)
     payload = call16.RemoteStartTransaction(id_tag=tag, connector_id=_int(args, "connector"))
     return Outgoing(payload, by_status)
 
@@ -277,7 +282,7 @@ def _reset201(args: Mapping[str, Any], _u: Uplink, _f: Family | None) -> Outgoin
 
 
 def _start201(args: Mapping[str, Any], _u: Uplink, _f: Family | None) -> Outgoing:
-    tag = _str(args, "id_tag") or REMOTE_ID_TAG
+    tag = remote_start_token(args)
     payload = call201.RequestStartTransaction(
         id_token={"id_token": tag, "type": "Central"},
         remote_start_id=next(_request_ids),

@@ -34,6 +34,7 @@ import gmqtt
 from broker.acl import BRIDGE_FOLLOWS
 from cloud.devicelink import gmqtt_connect
 from cloud.devicelink.mqtt import Endpoint
+from cloud.ocpp import metrics
 from firmware.core import contract
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,10 @@ class _Coalescing:
         self._buffer.append(data)
 
     def flush(self) -> None:
+        """Write what the turn buffered, in one write."""
         if self._buffer:
+            metrics.BROKER_PACKETS.inc(len(self._buffer))
+            metrics.BROKER_WRITES.inc()
             data = b"".join(self._buffer)
             self._buffer.clear()
             self._write(data)
@@ -95,6 +99,7 @@ class BridgeLink:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._writer: _Coalescing | None = None
+        self._closing = False
 
     async def run(self, stopping: asyncio.Event, max_delay: float = 30.0) -> None:
         """Connect, retrying until connected, refused or ``stopping``; gmqtt reconnects by
@@ -105,6 +110,7 @@ class BridgeLink:
 
     async def close(self) -> None:
         """Disconnect."""
+        self._closing = True
         self.connected.clear()
         if self._writer is not None:
             self._writer.detach()
@@ -154,7 +160,10 @@ class BridgeLink:
 
     def _on_disconnect(self, _client: Any, _packet: Any, exc: Any = None) -> None:
         self.connected.clear()
-        log.warning("lost the broker (%s)", exc or "disconnected")
+        if self._closing:
+            log.info("disconnected from the broker")
+        else:
+            log.warning("lost the broker (%s)", exc or "disconnected")
 
     def _on_message(self, _c: Any, topic: Any, payload: bytes, _qos: int, _props: Any) -> int:
         try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -34,8 +36,11 @@ _UNITS: dict[str, tuple[str, float, float]] = {
 }
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_time(text: str) -> int:
-    """An OCPP dateTime (RFC 3339; a zone-less one is taken as UTC) in ms since the epoch."""
+    """An OCPP dateTime (RFC 3339; a zone-less one is taken as UTC) in ms since the epoch.
+    Cached: chargers sampling on the clock (1.6 ClockAlignedDataInterval, 2.0.1
+    AlignedDataInterval) send the same timestamps."""
     moment = dt.datetime.fromisoformat(text.strip())
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
@@ -118,21 +123,24 @@ class MeterMap:
 
 
 def _number(sample: Mapping[str, Any]) -> float | None:
-    value = sample.get("value")
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        number = float(value)
-    else:
+    value: Any = sample.get("value")
+    kind = type(value)
+    if kind is str:
         try:
-            number = float(str(value))  # 1.6 sends values as strings
+            number = float(value)  # 1.6 sends values as strings
         except ValueError:
             return None
-    if number != number or number in (float("inf"), float("-inf")):
+    elif kind is int or kind is float:
+        number = float(value)
+    else:  # a boolean, null, an object: not a number (2.0.1 sends JSON numbers)
         return None
-    multiplier = (sample.get("unit_of_measure") or {}).get("multiplier", 0)
-    if isinstance(multiplier, int) and multiplier:
-        number *= 10.0**multiplier  # 2.0.1 UnitOfMeasureType: value x 10^multiplier
+    if not math.isfinite(number):
+        return None
+    unit_of_measure = sample.get("unit_of_measure")
+    if unit_of_measure:
+        multiplier = unit_of_measure.get("multiplier", 0)
+        if type(multiplier) is int and multiplier:
+            number *= 10.0**multiplier  # 2.0.1 UnitOfMeasureType: value x 10^multiplier
     return number
 
 

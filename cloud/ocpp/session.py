@@ -18,6 +18,9 @@ fixes in ``route_message``/``_handle_call``:
 Validation: every request is checked against the version's schema (compiled, ``schemas``),
 every answer and call too; a charger marked ``lenient`` (a vendor known to deviate) skips the
 checks of what it sends and of what the bridge answers it.
+
+Id tokens are judged by the charger's local authorization list (``authorization``), which the
+bridge also keeps on the charger with SendLocalList, as a job like the commands.
 """
 
 from __future__ import annotations
@@ -26,9 +29,9 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
-import functools
 import inspect
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -62,12 +65,28 @@ from ocpp.v201.enums import Action as Action201
 from websockets.protocol import State
 
 from cloud.ocpp import UnsupportedCommandError, metrics, schemas
+from cloud.ocpp.authorization import (
+    ACCEPTED,
+    INVALID,
+    AuthorizationMemory,
+    Verdict,
+    get_local_list_version_call,
+    send_local_list_call,
+    token_info,
+)
 from cloud.ocpp.certificates import CsrSigner
-from cloud.ocpp.downlink import Answer, Outgoing, config_call, ota_call, to_call
+from cloud.ocpp.downlink import (
+    Answer,
+    Outgoing,
+    config_call,
+    ota_call,
+    remote_start_token,
+    to_call,
+)
 from cloud.ocpp.link import BridgeLink
 from cloud.ocpp.meter import MeterMap, format_time
 from cloud.ocpp.registry import Admission, Recorder
-from cloud.ocpp.uplink import V16, V201, DataTransferRules, Publish, Uplink
+from cloud.ocpp.uplink import V16, V201, DataTransferRules, Publish, Uplink, token_of
 from firmware.core import contract
 from parameters import Family
 
@@ -75,6 +94,14 @@ log = logging.getLogger(__name__)
 
 REMEMBERED_COMMANDS = 16  # contract 4.5: a redelivered id is answered again, not rerun
 CONFIG_WAIT_S = 10.0  # how long config.apply waits for the desired document it names
+# How long after a charger connects a token waits for its list, when the bridge has none yet:
+# the retained list arrives just after the subscription, and a charger that was offline often
+# sends its queued StartTransaction (or a card's Authorize) at once. Refusing a valid card in
+# that window would stop a session that is fine.
+AUTH_LIST_GRACE_S = 3.0
+# Answers to SendLocalList that mean the charger keeps no list (1.6 NotSupported, or a
+# CallError NotSupported/NotImplemented): not asked again on this connection.
+_NO_LOCAL_LIST = ("NotSupported", "NotImplemented")
 MAX_REASON = 256
 _V16_CODES = {
     "FormatViolation": "FormationViolation",
@@ -131,6 +158,7 @@ class SessionContext:
     transfers: DataTransferRules
     signer: CsrSigner | None = None
     background: set[asyncio.Task[Any]] = dataclasses.field(default_factory=set)
+    authorizations: AuthorizationMemory = dataclasses.field(default_factory=AuthorizationMemory)
 
     def spawn(self, work: Awaitable[Any]) -> None:
         """Run ``work`` in the background, keeping a reference until it ends."""
@@ -144,34 +172,61 @@ class SessionContext:
             log.error("background work failed", exc_info=task.exception())
 
 
-@functools.lru_cache(maxsize=4096)
+# Key conversions, each computed once per process (the library derives them by regular
+# expressions on every message). The keys are the schemas' property names: a bounded set, but
+# a charger could send others (the schema refuses them after conversion), so each cache stops
+# growing at a limit.
+_SNAKE_KEYS: dict[str, str] = {}
+_CAMEL_KEYS: dict[str, str] = {}
+_MAX_KEYS = 4096
+
+
 def _snake_key(key: str) -> str:
-    converted: dict[str, Any] = camel_to_snake_case({key: None})
-    return next(iter(converted))
+    found = _SNAKE_KEYS.get(key)
+    if found is None:
+        converted: dict[str, Any] = camel_to_snake_case({key: None})
+        found = next(iter(converted))
+        if len(_SNAKE_KEYS) < _MAX_KEYS:
+            _SNAKE_KEYS[key] = found
+    return found
 
 
-@functools.lru_cache(maxsize=4096)
 def _camel_key(key: str) -> str:
-    converted: dict[str, Any] = snake_to_camel_case({key: None})
-    return next(iter(converted))
+    found = _CAMEL_KEYS.get(key)
+    if found is None:
+        converted: dict[str, Any] = snake_to_camel_case({key: None})
+        found = next(iter(converted))
+        if len(_CAMEL_KEYS) < _MAX_KEYS:
+            _CAMEL_KEYS[key] = found
+    return found
 
 
 def _snake(data: Any) -> Any:
     """The library's camel_to_snake_case, each key converted once per process."""
-    if isinstance(data, dict):
+    kind = type(data)
+    if kind is dict:
         return {_snake_key(k): _snake(v) for k, v in data.items()}
-    if isinstance(data, list):
+    if kind is list:
         return [_snake(v) for v in data]
     return data
 
 
 def _camel(data: Any) -> Any:
     """The library's snake_to_camel_case, each key converted once per process."""
-    if isinstance(data, dict):
+    kind = type(data)
+    if kind is dict:
         return {_camel_key(k): _camel(v) for k, v in data.items()}
-    if isinstance(data, list):
+    if kind is list:
         return [_camel(v) for v in data]
     return data
+
+
+def _body(response: Any) -> Any:
+    """A handler's answer (a call_result dataclass) as the JSON payload: camelCase keys, no
+    empty fields. Most answers (MeterValues, StatusNotification...) have no field set: {}."""
+    if dataclasses.is_dataclass(response) and all(v is None for v in vars(response).values()):
+        return {}
+    return _camel(remove_nones(serialize_as_dict(response)))
 
 
 @contextlib.contextmanager
@@ -219,6 +274,12 @@ class BridgedCharger(ChargePoint):
         self.desired_arrived = asyncio.Event()
         self.config_outcomes: dict[int, Answer] = {}
         self.offered_version: str | None = None
+        self._auth_list_arrived: asyncio.Event | None = None  # made when a token must wait
+        self._auth_grace_until = time.monotonic() + AUTH_LIST_GRACE_S
+        self._list_checked = False  # GetLocalListVersion asked on this connection
+        self._list_unsupported = False
+        self._list_failed_version: int | None = None  # not retried on this connection
+        self._sync_queued = False
         self._statuses: collections.deque[bytes] = collections.deque(maxlen=16)
         self._sent = False
         for action in list(self.route_map):
@@ -269,7 +330,7 @@ class BridgedCharger(ChargePoint):
             await self._send_error("-1", code, "the message could not be read", exc)
             return
         if msg.message_type_id == MessageType.Call:
-            metrics.REQUESTS.labels(str(msg.action)[:40]).inc()
+            metrics.request(msg.action)
             try:
                 await self._handle_call(msg)
             except OCPPError as error:
@@ -302,7 +363,7 @@ class BridgedCharger(ChargePoint):
         except Exception as exc:
             log.exception("%s: %s handler failed", self.device_id, msg.action)
             raise InternalError(details={"cause": type(exc).__name__}) from exc
-        body = _camel(remove_nones(serialize_as_dict(response)))
+        body = _body(response)
         if not self.lenient:
             schemas.check(self.version, msg.action, body, response=True)
         await self._send(msg.create_call_result(body).to_json())
@@ -322,6 +383,9 @@ class BridgedCharger(ChargePoint):
 
     async def run(self) -> None:
         """Serve the charger until its connection closes."""
+        known = self.context.authorizations.find(self.device_id)
+        if known is not None and known.list is not None:  # from an earlier connection
+            self._queue_list_sync()
         worker = asyncio.create_task(self._run_jobs())
         try:
             await self.start()
@@ -383,6 +447,12 @@ class BridgedCharger(ChargePoint):
             elif channel == contract.OTA:
                 offer = contract.decode_ota(payload)
                 self.jobs.put_nowait(lambda: self._offer(offer))
+            elif channel == contract.AUTH_LIST:
+                auth_list = contract.decode_auth_list(payload)
+                self.context.authorizations.of(self.device_id).update(auth_list)
+                if self._auth_list_arrived is not None:
+                    self._auth_list_arrived.set()
+                self._queue_list_sync()
             elif channel == contract.STATUS:
                 self._check_takeover(payload)
         except contract.ContractError as exc:
@@ -416,6 +486,11 @@ class BridgedCharger(ChargePoint):
         except UnsupportedCommandError as exc:
             self.answer(command.id, Answer("rejected", None, exc.reason))
             return
+        if command.name == "charging.start":
+            # The charger may authorize the token it is asked to start with, and reports it in
+            # its StartTransaction: the bridge accepts it (it is on no card list).
+            token = remote_start_token(command.args)
+            self.context.authorizations.of(self.device_id).remember_remote(token)
         answer = await self._request(outgoing)
         if answer is not None:
             self.answer(command.id, answer)
@@ -501,6 +576,78 @@ class BridgedCharger(ChargePoint):
         payload = contract.encode_ota_status(offer.version, state, reason=reason)
         self.publish([Publish(contract.OTA_STATUS, payload)])
 
+    # --- the local authorization list on the charger ---------------------------------------------
+
+    def _queue_list_sync(self) -> None:
+        """Queue one check of the charger's list (more arrivals meanwhile: still one)."""
+        if not self._sync_queued:
+            self._sync_queued = True
+            self.jobs.put_nowait(self._sync_local_list)
+
+    async def _sync_local_list(self) -> None:
+        """Send the list with SendLocalList when the charger's version differs (asked with
+        GetLocalListVersion once per connection); report ``auth.list_applied``."""
+        self._sync_queued = False
+        authorizer = self.context.authorizations.find(self.device_id)
+        if authorizer is None or authorizer.list is None or self._list_unsupported:
+            return
+        if not self._list_checked:
+            answer = await self._request(get_local_list_version_call(self.version))
+            if answer is None:
+                return
+            if answer.status == "error" and (answer.reason or "").startswith("timeout"):
+                return  # a charger that does not answer: asked again on the next list
+            self._list_checked = True
+            if answer.status == "ok" and type((answer.result or {}).get("version")) is int:
+                authorizer.on_charger = (answer.result or {})["version"]
+                if authorizer.on_charger == -1 and self.version == V16:  # 1.6 5.9: no list
+                    self._list_unsupported = True
+                    self._list_failed(authorizer.list.version, "NotSupported")
+                    return
+            else:
+                authorizer.on_charger = None  # unknown: send it
+        wanted = authorizer.list
+        if authorizer.in_sync() or wanted.version == self._list_failed_version:
+            return
+        outgoing, count = send_local_list_call(self.version, wanted)
+        answer = await self._request(outgoing)
+        if answer is None:
+            return
+        if answer.status == "ok":
+            authorizer.on_charger = wanted.version
+            data = {"version": wanted.version, "tokens": count}
+            if count != len(wanted.tokens):
+                data["left_out"] = len(wanted.tokens) - count  # longer than the version takes
+            self.publish([self.uplink.event("auth.list_applied", data)])
+            return
+        reason = answer.reason or answer.status
+        if reason.startswith(_NO_LOCAL_LIST):
+            self._list_unsupported = True
+        self._list_failed_version = wanted.version  # a new version, or a reconnect, retries
+        self._list_failed(wanted.version, reason)
+
+    def _list_failed(self, version: int, reason: str) -> None:
+        data = {"version": version, "reason": reason[:MAX_REASON]}
+        self.publish([self.uplink.event("auth.list_failed", data, "warning")])
+
+    async def _verdict(self, token: str) -> Verdict:
+        """How to answer ``token``: by the charger's list, once it is here (``AUTH_LIST_GRACE_S``
+        after the connection at most); without one, Invalid."""
+        memory = self.context.authorizations
+        found = memory.find(self.device_id)
+        if found is None or found.list is None:
+            remaining = self._auth_grace_until - time.monotonic()
+            if remaining > 0:
+                if self._auth_list_arrived is None:
+                    self._auth_list_arrived = asyncio.Event()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining):
+                        await self._auth_list_arrived.wait()
+                found = memory.find(self.device_id)
+        if found is None:
+            return Verdict(INVALID)
+        return found.verdict(token, self.uplink.now_ms())
+
     async def _certificate(self, csr: str) -> None:
         signer = self.context.signer
         assert signer is not None
@@ -545,26 +692,36 @@ class BridgedCharger(ChargePoint):
         return self._call_result.StatusNotification()
 
     @on("Authorize")
-    def on_authorize(self, **payload: Any) -> Any:
+    async def on_authorize(self, **payload: Any) -> Any:
         with _refusing():
-            self.publish(self.uplink.authorize(payload))
+            token = token_of(payload)
+        # 2.0.1 NoAuthorization asks for nothing: accepted.
+        verdict = Verdict(ACCEPTED) if token is None else await self._verdict(token)
+        self.publish(self.uplink.authorize(token, verdict.status, verdict.refusal))
+        info = token_info(verdict, self.version)
         if self.version == V16:
-            return result16.Authorize(id_tag_info={"status": "Accepted"})
-        return result201.Authorize(id_token_info={"status": "Accepted"})
+            return result16.Authorize(id_tag_info=info)
+        return result201.Authorize(id_token_info=info)
 
     @on("StartTransaction")
-    def on_start_transaction(self, **payload: Any) -> Any:
+    async def on_start_transaction(self, **payload: Any) -> Any:
         with _refusing():
             number, published = self.uplink.start_transaction(payload)
+        # A token not on the list is answered Invalid: the charger stops the transaction it
+        # started (1.6 5.18); the cloud judges the session itself (contract 4.9).
+        verdict = await self._verdict(str(payload["id_tag"]))
         self.publish(published)
-        return result16.StartTransaction(transaction_id=number, id_tag_info={"status": "Accepted"})
+        return result16.StartTransaction(
+            transaction_id=number, id_tag_info=token_info(verdict, V16)
+        )
 
     @on("StopTransaction")
-    def on_stop_transaction(self, **payload: Any) -> Any:
+    async def on_stop_transaction(self, **payload: Any) -> Any:
         with _refusing():
             self.publish(self.uplink.stop_transaction(payload))
         if payload.get("id_tag"):
-            return result16.StopTransaction(id_tag_info={"status": "Accepted"})
+            verdict = await self._verdict(str(payload["id_tag"]))
+            return result16.StopTransaction(id_tag_info=token_info(verdict, V16))
         return result16.StopTransaction()
 
     @on("MeterValues")
@@ -577,11 +734,15 @@ class BridgedCharger(ChargePoint):
         return self._call_result.MeterValues()
 
     @on("TransactionEvent")
-    def on_transaction_event(self, **payload: Any) -> Any:
+    async def on_transaction_event(self, **payload: Any) -> Any:
         with _refusing():
             self.publish(self.uplink.transaction_event(payload))
-        if payload.get("id_token"):
-            return result201.TransactionEvent(id_token_info={"status": "Accepted"})
+            token = token_of(payload)
+        if token is not None:
+            verdict = await self._verdict(token)
+            return result201.TransactionEvent(id_token_info=token_info(verdict, V201))
+        if payload.get("id_token"):  # NoAuthorization: nothing to judge
+            return result201.TransactionEvent(id_token_info={"status": ACCEPTED})
         return result201.TransactionEvent()
 
     @on("FirmwareStatusNotification")

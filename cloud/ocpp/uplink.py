@@ -5,12 +5,16 @@ events, and what the bridge answers. I/O-free: methods take the ocpp library's p
 1.6 and 2.0.1 are normalised here: transaction ids become strings (1.6 integers, which the
 bridge assigns, as decimal text), ``connectorId`` and ``evseId``+``connectorId`` become
 ``connector`` (and ``evse``), status enums keep their OCPP names (the family's
-``connector_status`` enum holds both versions' values).
+``connector_status`` enum holds both versions' values). Sessions follow the contract's
+section 14: ``charging.started``/``charging.stopped`` carry the transaction id as ``session``,
+the meter at the start, the duration, and the stop ``reason`` in the contract's words with the
+OCPP one as ``ocpp_reason``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -21,6 +25,61 @@ from firmware.core import contract
 V16 = "1.6"
 V201 = "2.0.1"
 MAX_INT32 = 2**31 - 1
+
+
+def transaction_number(connector: int, ts_ms: int, meter_start: Any) -> int:
+    """The 1.6 transaction id of a StartTransaction, derived from what it says rather than
+    counted: a charger that never got the answer sends the same StartTransaction again (OCPP
+    1.6 4.8, and its offline queue), to this or another bridge instance, and must get the same
+    id so that the cloud keys both to one session (contract 14). Two different sessions of one
+    connector never share a start time and a meter reading; a hash collision between them has
+    odds of 1 in 2^31."""
+    key = f"{connector}|{ts_ms}|{meter_start}".encode()
+    digest = hashlib.blake2b(key, digest_size=8).digest()
+    return int.from_bytes(digest, "big") % MAX_INT32 + 1
+
+
+# Stop reasons (1.6 7.39 Reason, 2.0.1 ReasonEnumType) in the contract's words (section 14).
+# Absent, the specs mean Local; what is not listed here (EnergyLimitReached, SOCLimitReached,
+# Timeout, Other, anything newer) is ``other``.
+STOP_REASONS = {
+    "Remote": "remote",
+    "UnlockCommand": "remote",  # the central system's UnlockConnector ended it
+    "Local": "local",
+    "MasterPass": "local",  # 2.0.1: a master card at the charger
+    "LocalOutOfCredit": "local",
+    "EVDisconnected": "ev_disconnected",  # E09: the cable unplugged at the EV side
+    "StoppedByEV": "ev_disconnected",
+    "TimeLimitReached": "schedule_end",  # a charging profile's time limit
+    "EmergencyStop": "fault",
+    "GroundFault": "fault",
+    "OvercurrentFault": "fault",
+    "PowerQuality": "fault",
+    "PowerLoss": "power_loss",
+    "Reboot": "power_loss",
+    "HardReset": "power_loss",
+    "SoftReset": "power_loss",
+    "ImmediateReset": "power_loss",
+    "DeAuthorized": "deauthorized",
+}
+NO_AUTHORIZATION = "NoAuthorization"  # 2.0.1 IdTokenEnumType: no token was needed
+
+
+def stop_reason(ocpp_reason: str) -> str:
+    """The contract's ``reason`` (section 14) for an OCPP stop reason."""
+    return STOP_REASONS.get(ocpp_reason, "other")
+
+
+def token_of(payload: Mapping[str, Any]) -> str | None:
+    """The id token a request carries (1.6 ``id_tag``, 2.0.1 ``id_token.id_token``); None when
+    it carries none, or when 2.0.1 says none was needed (``NoAuthorization``). An empty token
+    is "" (judged Invalid; events leave it out: contract 14 ids have 1 to 64 characters)."""
+    if payload.get("id_tag") is not None:
+        return str(payload["id_tag"])
+    id_token = payload.get("id_token")
+    if not id_token or id_token.get("type") == NO_AUTHORIZATION:
+        return None
+    return str(id_token["id_token"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,9 +163,6 @@ class Uplink:
         self.ota_version: str | None = None  # the offer being installed, if any
         self.ota_progressed = False  # the charger reported on it already
         self.dropped = 0  # sampled values no parameter of the family takes
-        # 1.6 transaction ids are the bridge's integers: seeded from the clock so that a
-        # reconnect (to this or another bridge instance) does not reuse recent ones.
-        self._next_transaction = int(clock()) % MAX_INT32
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -244,26 +300,31 @@ class Uplink:
             published.insert(0, self.telemetry(ts, {"connector_status": state}))
         return published
 
-    def authorize(self, payload: Mapping[str, Any]) -> list[Publish]:
-        """Authorize: every token is accepted (the platform has no token list yet); the event
-        records who asked."""
-        token = payload.get("id_tag") or (payload.get("id_token") or {}).get("id_token")
-        return [self.event("authorize", {"id_tag": token})]
+    def authorize(self, token: str | None, status: str, refusal: str | None) -> list[Publish]:
+        """Authorize: the event ``authorize`` records who asked and the answer; a refused token
+        is also ``authorization.refused`` (contract 14: ``unknown`` or ``expired``). Neither
+        version's Authorize names a connector."""
+        token = token or None
+        published = [self.event("authorize", {"id_tag": token, "status": status})]
+        if refusal is not None and token is not None:
+            data = {"id_tag": token, "reason": refusal}
+            published.append(self.event("authorization.refused", data, "warning"))
+        return published
 
     def start_transaction(self, payload: Mapping[str, Any]) -> tuple[int, list[Publish]]:
         """1.6 StartTransaction: the bridge's transaction id, and ``charging.started``."""
-        self._next_transaction = self._next_transaction % MAX_INT32 + 1
-        number = self._next_transaction
         ts = parse_time(payload["timestamp"])
+        number = transaction_number(int(payload["connector_id"]), ts, payload["meter_start"])
         transaction = Transaction(
             str(number),
             int(payload["connector_id"]),
             started_ms=ts,
             meter_start_wh=float(payload["meter_start"]),
-            id_tag=payload.get("id_tag"),
+            id_tag=token_of(payload) or None,
         )
         self.transactions[transaction.id] = transaction
         data = {
+            "session": transaction.id,
             "transaction_id": transaction.id,
             "connector": transaction.connector,
             "id_tag": transaction.id_tag,
@@ -278,20 +339,57 @@ class Uplink:
         transaction = self.transactions.pop(transaction_id, None)
         ts = parse_time(payload["timestamp"])
         published = self._readings(payload.get("transaction_data") or [], transaction)
-        meter_stop = float(payload["meter_stop"])
-        energy = None
-        if transaction is not None and transaction.meter_start_wh is not None:
-            energy = max(0.0, meter_stop - transaction.meter_start_wh)
-        data = {
-            "transaction_id": transaction_id,
-            "connector": transaction.connector if transaction else None,
-            "id_tag": payload.get("id_tag"),
-            "meter_stop_wh": meter_stop,
-            "energy_wh": energy,
-            "reason": payload.get("reason") or "Local",  # 1.6 7.39: absent means Local
-        }
+        reason = payload.get("reason") or "Local"  # 1.6 7.39: absent means Local
+        data = self._stopped(
+            transaction_id,
+            transaction,
+            ts,
+            float(payload["meter_stop"]),
+            reason,
+            stop_token=token_of(payload) or None,
+        )
         published.append(self.event("charging.stopped", data, ts=ts))
         return published
+
+    @staticmethod
+    def _stopped(
+        transaction_id: str,
+        transaction: Transaction | None,
+        ts: int,
+        meter_stop: float | None,
+        ocpp_reason: str,
+        stop_token: str | None = None,
+    ) -> dict[str, Any]:
+        """``charging.stopped`` data (contract 14); what the bridge did not see (a session
+        that started before this connection) is left out."""
+        connector = None
+        energy = None
+        duration = None
+        start_token = None
+        if transaction is not None:
+            connector = transaction.connector
+            start_token = transaction.id_tag
+            if meter_stop is not None and transaction.meter_start_wh is not None:
+                energy = max(0.0, meter_stop - transaction.meter_start_wh)
+            if transaction.started_ms is not None:
+                duration = max(0, (ts - transaction.started_ms) // 1000)
+        # id_tag is the token of the start (contract 14); a card that stopped the session
+        # and is not that one is kept as stop_id_tag.
+        stop_other = stop_token if start_token is not None and stop_token != start_token else None
+        return {
+            "session": transaction_id,
+            "transaction_id": transaction_id,
+            "connector": connector,
+            "evse": transaction.evse if transaction else None,
+            "id_tag": start_token or stop_token,
+            "stop_id_tag": stop_other,
+            "meter_start_wh": transaction.meter_start_wh if transaction else None,
+            "meter_stop_wh": meter_stop,
+            "energy_wh": energy,
+            "duration_s": duration,
+            "reason": stop_reason(ocpp_reason),
+            "ocpp_reason": ocpp_reason,
+        }
 
     def meter_values(self, payload: Mapping[str, Any]) -> list[Publish]:
         """MeterValues (1.6 4.7, 2.0.1 J01-J03): one telemetry sample per timestamp; during a
@@ -319,7 +417,7 @@ class Uplink:
         evse_info = payload.get("evse") or {}
         evse = evse_info.get("id")
         connector = int(evse_info.get("connector_id", 1)) if evse_info else 1
-        token = (payload.get("id_token") or {}).get("id_token")
+        token = token_of(payload) or None
         published: list[Publish] = []
         if kind == "Started":
             transaction = Transaction(
@@ -330,6 +428,7 @@ class Uplink:
             energies = [r.values["energy_wh"] for r in readings if "energy_wh" in r.values]
             transaction.meter_start_wh = energies[0] if energies else None
             data = {
+                "session": transaction_id,
                 "transaction_id": transaction_id,
                 "connector": connector,
                 "evse": evse,
@@ -350,6 +449,7 @@ class Uplink:
         if kind == "Updated":
             if info.get("charging_state"):
                 data = {
+                    "session": transaction_id,
                     "transaction_id": transaction_id,
                     "state": info["charging_state"],
                     "trigger": payload.get("trigger_reason"),
@@ -363,19 +463,11 @@ class Uplink:
             for r in self.meters.readings(payload.get("meter_value") or [])
             if "energy_wh" in r.values
         ]
-        energy = None
-        if energies and transaction.meter_start_wh is not None:
-            energy = max(0.0, energies[-1] - transaction.meter_start_wh)
-        data = {
-            "transaction_id": transaction_id,
-            "connector": transaction.connector,
-            "evse": transaction.evse,
-            "id_tag": token or transaction.id_tag,
-            "meter_stop_wh": energies[-1] if energies else None,
-            "energy_wh": energy,
-            "reason": info.get("stopped_reason") or "Local",  # 2.0.1 E: absent means Local
-            "trigger": payload.get("trigger_reason"),
-        }
+        reason = info.get("stopped_reason") or "Local"  # 2.0.1 E: absent means Local
+        data = self._stopped(
+            transaction_id, transaction, ts, energies[-1] if energies else None, reason, token
+        )
+        data["trigger"] = payload.get("trigger_reason")
         published.append(self.event("charging.stopped", data, ts=ts))
         return published
 

@@ -53,11 +53,29 @@ class Recorder:
 
 
 class Charger16(ChargePoint16):
-    """An OCPP 1.6J charge point."""
+    """An OCPP 1.6J charge point, with a local authorization list (1.6 5.15, 5.9)."""
 
     def __init__(self, charger_id: str, connection: Any) -> None:
         super().__init__(charger_id, connection, response_timeout=TIMEOUT)
         self.asked = Recorder()
+        self.list_version = 0  # 1.6 5.9: 0 is no list, -1 no support for lists
+        self.local_list: dict[str, dict[str, Any]] = {}
+        self.list_status = "Accepted"  # or Failed, NotSupported, VersionMismatch
+
+    @on("SendLocalList")
+    def send_local_list(self, **payload: Any) -> Any:
+        self.asked.note("SendLocalList", payload)
+        status = self.list_status
+        if status == "Accepted":
+            self.list_version = payload["list_version"]
+            entries = payload.get("local_authorization_list") or []
+            self.local_list = {e["id_tag"]: e.get("id_tag_info", {}) for e in entries}
+        return result16.SendLocalList(status=status)
+
+    @on("GetLocalListVersion")
+    def get_local_list_version(self, **payload: Any) -> Any:
+        self.asked.note("GetLocalListVersion", payload)
+        return result16.GetLocalListVersion(list_version=self.list_version)
 
     @on("RemoteStartTransaction")
     def remote_start(self, **payload: Any) -> Any:
@@ -124,11 +142,31 @@ class Charger16(ChargePoint16):
 
 
 class Charger201(ChargePoint201):
-    """An OCPP 2.0.1 charging station."""
+    """An OCPP 2.0.1 charging station, with a local authorization list (D01, D02)."""
 
     def __init__(self, charger_id: str, connection: Any) -> None:
         super().__init__(charger_id, connection, response_timeout=TIMEOUT)
         self.asked = Recorder()
+        self.list_version = 0  # D02: 0 is no list
+        self.local_list: dict[str, dict[str, Any]] = {}
+        self.list_status = "Accepted"  # or Failed, VersionMismatch
+
+    @on("SendLocalList")
+    def send_local_list(self, **payload: Any) -> Any:
+        self.asked.note("SendLocalList", payload)
+        status = self.list_status
+        if status == "Accepted":
+            self.list_version = payload["version_number"]
+            entries = payload.get("local_authorization_list") or []
+            self.local_list = {
+                e["id_token"]["id_token"]: e.get("id_token_info", {}) for e in entries
+            }
+        return result201.SendLocalList(status=status)
+
+    @on("GetLocalListVersion")
+    def get_local_list_version(self, **payload: Any) -> Any:
+        self.asked.note("GetLocalListVersion", payload)
+        return result201.GetLocalListVersion(version_number=self.list_version)
 
     @on("RequestStartTransaction")
     def request_start(self, **payload: Any) -> Any:

@@ -19,6 +19,19 @@ from tests.ocpp.conftest import Dial
 from tests.ocpp.support import Published, command, eventually, final, latest, status_of
 
 
+def publish_auth_list(
+    link: Link, charger_id: str, version: int | None, tokens: dict[str, int | None]
+) -> None:
+    """The cloud's retained local authorization list of a charger (contract 4.9), published on
+    the service account; ``version`` None clears it."""
+    payload = b"" if version is None else contract.encode_auth_list(version, tokens)
+    with link.service() as cloud:
+        sent = cloud.client.publish(
+            contract.topic(charger_id, contract.AUTH_LIST), payload, 1, retain=True
+        )
+        sent.wait_for_publish(20)
+
+
 def now(offset_s: float = 0) -> str:
     moment = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=offset_s)
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
@@ -42,9 +55,12 @@ def test_a_charger_boots_charges_and_shows_in_the_api(
     assert len(password) == 40  # OCPP bounds Basic-auth passwords (1.6: 40 hex digits)
     published = Published(observer)
     admin = link.admin
+    # The card the charger presents is on its local authorization list (contract 4.9).
+    publish_auth_list(link, charger_id, 1, {"TAG-1": None})
 
     async def scenario() -> None:
         async with dial.connect(charger_id, password) as cp:
+            await cp.asked.next_call("SendLocalList")  # the bridge holds the list now
             boot = await cp.call(
                 call.BootNotification(
                     charge_point_model="Wallbox X",
@@ -126,12 +142,18 @@ def test_a_charger_boots_charges_and_shows_in_the_api(
                 suppress=False,
             )
             assert stopped.id_tag_info is None
-            event = await published.event(charger_id, "charging.stopped")
-            assert event["data"]["energy_wh"] == 2000.0
-            assert event["data"]["transaction_id"] == str(started.transaction_id)
-            assert event["data"]["reason"] == "EVDisconnected"
+            # Contract 14: the session is the transaction id; the stop reason in the
+            # contract's words, the OCPP one kept.
+            event = (await published.event(charger_id, "charging.stopped"))["data"]
+            assert event["session"] == str(started.transaction_id)
+            assert event["energy_wh"] == 2000.0 and event["meter_stop_wh"] == 3000.0
+            assert (event["reason"], event["ocpp_reason"]) == ("ev_disconnected", "EVDisconnected")
+            assert event["id_tag"] == "TAG-1" and event["connector"] == 1
+            assert event["duration_s"] >= 60
             start_event = (await published.event(charger_id, "charging.started"))["data"]
+            assert start_event["session"] == str(started.transaction_id)
             assert start_event["id_tag"] == "TAG-1" and start_event["connector"] == 1
+            assert start_event["meter_start_wh"] == 1000.0
 
             await cp.call(call.FirmwareStatusNotification(status="Downloading"), suppress=False)
             assert (await published.event(charger_id, "firmware.status"))["data"] == {
@@ -164,6 +186,7 @@ def test_a_charger_boots_charges_and_shows_in_the_api(
         )
 
     asyncio.run(scenario())
+    publish_auth_list(link, charger_id, None, {})
     statuses = [s["state"] for s in published.of(charger_id, "status")]
     assert statuses[0] == "online" and statuses[-1] == "offline"
 

@@ -13,7 +13,7 @@ from tests.link import Link
 from tests.mqtt import Mqtt
 from tests.ocpp.conftest import Dial
 from tests.ocpp.support import Published, command, eventually, final, latest, status_of
-from tests.ocpp.test_ocpp16 import now
+from tests.ocpp.test_ocpp16 import now, publish_auth_list
 
 
 def energy(wh: float, at: float, **extra: Any) -> dict[str, Any]:
@@ -27,9 +27,12 @@ def test_a_station_runs_a_transaction_and_shows_in_the_api(
     published = Published(observer)
     admin = link.admin
     evse = {"id": 1, "connector_id": 1}
+    # The token the station presents is on its local authorization list (contract 4.9).
+    publish_auth_list(link, charger_id, 1, {"TOKEN-1": None})
 
     async def scenario() -> None:
         async with dial.connect(charger_id, password, "2.0.1") as cp:
+            await cp.asked.next_call("SendLocalList")  # the bridge holds the list now
             boot = await cp.call(
                 call.BootNotification(
                     charging_station={
@@ -123,17 +126,25 @@ def test_a_station_runs_a_transaction_and_shows_in_the_api(
                 ),
                 suppress=False,
             )
+            # Contract 14: the session is the transaction id, the reason in the contract's
+            # words (E09, the cable unplugged at the EV), the OCPP one kept.
             stopped = (await published.event(charger_id, "charging.stopped"))["data"]
+            assert stopped.pop("duration_s") >= 120
             assert stopped == {
+                "session": "tx-201",
                 "transaction_id": "tx-201",
                 "connector": 1,
                 "evse": 1,
                 "id_tag": "TOKEN-1",
+                "meter_start_wh": 10_000.0,
                 "meter_stop_wh": 13_000.0,
                 "energy_wh": 3_000.0,
-                "reason": "EVDisconnected",
+                "reason": "ev_disconnected",
+                "ocpp_reason": "EVDisconnected",
                 "trigger": "EVCommunicationLost",
             }
+            started = (await published.event(charger_id, "charging.started"))["data"]
+            assert (started["session"], started["meter_start_wh"]) == ("tx-201", 10_000.0)
             assert (await published.event(charger_id, "charging.state"))["data"]["state"] == (
                 "Charging"
             )
@@ -182,6 +193,7 @@ def test_a_station_runs_a_transaction_and_shows_in_the_api(
         await eventually(lambda: not status_of(admin, charger_id)["online"], "offline")
 
     asyncio.run(scenario())
+    publish_auth_list(link, charger_id, None, {})
 
 
 def test_api_commands_reach_a_station_in_their_201_form(

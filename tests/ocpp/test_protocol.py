@@ -181,3 +181,22 @@ def test_a_reconnecting_charger_replaces_its_old_socket(
                 assert first.asked.calls == []
 
     asyncio.run(scenario())
+
+
+def test_the_bridge_runs_on_uvloop_unless_told_not_to(
+    link: Link, make_bridge: Any, ocpp_charger: Any
+) -> None:
+    charger_id, password = ocpp_charger()
+    default, standard = make_bridge(), make_bridge(ocpp_uvloop=False)
+    assert type(default._loop).__module__.startswith("uvloop")
+    assert not type(standard._loop).__module__.startswith("uvloop")
+
+    async def scenario() -> None:
+        async with connected(url(standard), charger_id, headers=basic(charger_id, password)) as cp:
+            boot = await cp.call(
+                call.BootNotification(charge_point_model="M", charge_point_vendor="V"),
+                suppress=False,
+            )
+            assert boot.status == "Accepted"
+
+    asyncio.run(scenario())
