@@ -16,13 +16,24 @@ duty = I / 2.5 + 64 %. A steady +12 V (duty 100) offers no current; a steady -12
 state F.
 
 Contactor: closed only in C (or D, when the site has ventilation), with the session authorised,
-current offered, no fault and the EVSE available; opened at once on A, E, F and faults. When
-the offer is withdrawn (stop, limit below 6 A) the EV gets ``STOP_GRACE_MS`` to go back to B
-and stop drawing current before the contactor opens under load (IEC 61851-1 A.3.3 allows it 3 s).
+current offered, no fault, the EVSE available and (night-only charging) inside the window;
+opened at once on A, E, F and faults. When the offer is withdrawn (stop, limit below 6 A) the
+EV gets ``STOP_GRACE_MS`` to go back to B and stop drawing current before the contactor opens
+under load (IEC 61851-1 A.3.3 allows it 3 s).
 
-Sessions: one starts when an authorised EV is connected and the meter's energy is known; it
-ends when the EV is unplugged or ``stop`` is called (``charging.started``/``charging.stopped``
-events, with energy and duration). Faults and state E suspend it without ending it.
+Sessions (docs/device-contract.md 14): one starts when an authorised EV is connected and the
+meter's energy is known, under the ``id_tag`` that authorised it (a card, an app or guest
+token; none for plug-and-charge). Each gets a number that is never reused: the counter lives in
+``record()``, which the master keeps in NVS with the open session, so that a session cut by a
+power loss is closed at the next boot (``restore``: reason ``power_loss``, with the last meter
+reading saved). ``charging.started``/``charging.stopped`` carry the session, the connector, the
+id_tag and the meter readings; the stop reasons are the contract's (``STOP_REASONS``). Faults
+and state E suspend a session; a fault that lasts ``FAULT_END_MS`` ends it (``fault``).
+
+Cards (``present_card``): the master checks the local authorization list and passes the
+verdict; the same card during its own session stops it (``local``), another card is ignored
+(``authorization.ignored``), a refused one is reported (``authorization.refused``). A card shown
+before the cable is plugged in waits ``CARD_WAIT_MS`` for the EV.
 """
 
 A, B, C, D, E, F = "A", "B", "C", "D", "E", "F"
@@ -37,6 +48,28 @@ DUTY_F = 0.0  # steady -12 V: state F
 STOP_GRACE_MS = 3000
 CP_LOW_MIN_V = -13.0  # with PWM running the low level is -12 V; higher means no EV diode
 CP_LOW_MAX_V = -11.0
+
+CONNECTOR = 1  # a native charger has one connector (the families' charging.start: max 1)
+# charging.stopped reasons (docs/device-contract.md 14); anything else is reported as "other".
+STOP_REASONS = (
+    "remote",
+    "local",
+    "ev_disconnected",
+    "schedule_end",
+    "fault",
+    "power_loss",
+    "deauthorized",
+    "other",
+)
+# A fault that outlives a slave's probe cycles (5 s) and a short overtemperature is not a
+# glitch: the session ends, so that a broken charger does not keep a session open for hours.
+FAULT_END_MS = 60000
+# A card shown before the cable is in waits this long for the EV (OCPP's ConnectionTimeOut).
+CARD_WAIT_MS = 60000
+# While a session runs its record (last meter reading) is saved at most this often: what a
+# power loss costs the bill, traded against flash wear (NVS is log-structured, wear-levelled).
+SAVE_MS = 60000
+DAY_S = 86400
 
 
 def cp_state(volts: "float | None") -> str:
@@ -70,38 +103,76 @@ def current_for_duty(duty: float) -> float:
     return round(min((duty - 64.0) * 2.5, MAX_CURRENT_A), 2)
 
 
+def in_window(now_ms: int, start_s: int, end_s: int, utc_offset_s: int = 0) -> bool:
+    """Whether the local time of day at ``now_ms`` lies in [start_s, end_s) (seconds since
+    local midnight, local = UTC + ``utc_offset_s``). A window whose end comes before its start
+    runs over midnight (22h to 6h); start == end is the whole day."""
+    second = (now_ms // 1000 + utc_offset_s) % DAY_S
+    if start_s == end_s:
+        return True
+    if start_s < end_s:
+        return start_s <= second < end_s
+    return second >= start_s or second < end_s
+
+
+def _number(value: "object") -> bool:
+    return type(value) is int or type(value) is float
+
+
 class Charger:
     """The EVSE side of one connector. Call ``update`` every control cycle."""
 
     __slots__ = (
+        "auth_tag",
+        "auth_until_ms",
         "authorised",
         "available",
+        "changed",
         "contactor",
         "duty",
         "events",
         "fault",
+        "fault_since_ms",
         "limit_a",
+        "saved_ms",
+        "saved_wh",
+        "session",
         "session_end_wh",
+        "session_last_ms",
         "session_start_ms",
         "session_start_wh",
+        "session_tag",
+        "sessions",
         "state",
         "stop_deadline_ms",
         "ventilation",
+        "window",
     )
 
     def __init__(self, ventilation: bool = True) -> None:
         self.ventilation = ventilation  # a site that can vent may charge in D
         self.state = A
         self.authorised = False
+        self.auth_tag = None  # type: str | None  # the id_tag the authorisation came with
+        self.auth_until_ms = None  # type: int | None  # a card waiting for the EV, until then
         self.available = True
         self.fault = None  # type: str | None
+        self.fault_since_ms = None  # type: int | None
         self.duty = DUTY_OFF
         self.contactor = False
         self.limit_a = 0.0
+        self.sessions = 0  # the number of the last session started (record(): never reused)
+        self.session = None  # type: str | None  # the running session's id
+        self.session_tag = None  # type: str | None
         self.session_start_ms = None  # type: int | None
         self.session_start_wh = None  # type: float | None
         self.session_end_wh = None  # type: float | None  # last energy seen in the session
+        self.session_last_ms = None  # type: int | None  # when it was seen
         self.stop_deadline_ms = None  # type: int | None
+        self.window = None  # type: bool | None  # the night window last cycle (None: no schedule)
+        self.changed = False  # record() changed: save it now
+        self.saved_ms = 0
+        self.saved_wh = None  # type: float | None
         self.events = []  # type: list
 
     @property
@@ -109,18 +180,46 @@ class Charger:
         """True between charging.started and charging.stopped."""
         return self.session_start_ms is not None
 
-    def authorise(self) -> bool:
-        """Allow charging (charging.start, RFID, or no RFID required); False without an EV:
-        an authorisation left waiting would be used by whoever plugs in next."""
-        if self.state not in (B, C, D):
+    def authorise(self, id_tag: "str | None" = None) -> bool:
+        """Allow charging (charging.start, or no RFID required) under ``id_tag``; False without
+        an EV (an authorisation left waiting would serve whoever plugs in next) or while a
+        session runs (its id_tag is fixed at the start)."""
+        if self.state not in (B, C, D) or self.in_session:
             return False
         self.authorised = True
+        self.auth_tag = id_tag
+        self.auth_until_ms = None
         return True
 
-    def stop(self, now_ms: int, reason: str = "stopped") -> bool:
+    def present_card(self, uid: str, refusal: "str | None", now_ms: int) -> None:
+        """A card at the reader. ``refusal``: None when the local list accepts it, else the
+        contract's reason (``unknown``, ``expired``)."""
+        if self.in_session:
+            if uid == self.session_tag:
+                # Its own card ends the session, even if the card expired meanwhile.
+                self.stop(now_ms, "local")
+            else:
+                data = {
+                    "id_tag": uid,
+                    "connector": CONNECTOR,
+                    "session": self.session,
+                    "reason": "busy",
+                }
+                self.events.append(("authorization.ignored", "info", data))
+            return
+        if refusal is not None:
+            data = {"id_tag": uid, "connector": CONNECTOR, "reason": refusal}
+            self.events.append(("authorization.refused", "warning", data))
+            return
+        self.authorised = True
+        self.auth_tag = uid
+        # Shown before the cable is in: the driver is at the charger, give the EV a minute.
+        self.auth_until_ms = None if self.state in (B, C, D) else now_ms + CARD_WAIT_MS
+
+    def stop(self, now_ms: int, reason: str = "remote") -> bool:
         """Withdraw authorisation and end the session; False when there was none."""
         was = self.in_session or self.authorised
-        self.authorised = False
+        self._deauthorise()
         self._end_session(now_ms, reason)
         return was
 
@@ -150,6 +249,72 @@ class Charger:
             return 0
         return max(0, (now_ms - self.session_start_ms) // 1000)
 
+    # --- what survives a reboot -------------------------------------------------------------
+
+    def record(self) -> dict:
+        """The NVS record: the last session number and the open session, if any."""
+        record = {"n": self.sessions}  # type: dict
+        if self.in_session:
+            record["open"] = {
+                "session": self.session,
+                "id_tag": self.session_tag,
+                "start_ms": self.session_start_ms,
+                "start_wh": self.session_start_wh,
+                "wh": self.session_end_wh,
+                "ms": self.session_last_ms,
+            }
+        return record
+
+    def restore(self, record: "dict | None", now_ms: int) -> None:
+        """At boot: go on numbering from ``record``; a session it holds open was cut by a power
+        loss or a reset: close it (``power_loss``) with the last meter reading saved."""
+        if type(record) is not dict:
+            return
+        number = record.get("n")
+        if type(number) is int and number > self.sessions:
+            self.sessions = number
+        found = record.get("open")
+        if type(found) is not dict:
+            return
+        start_ms, start_wh = found.get("start_ms"), found.get("start_wh")
+        last_ms, last_wh = found.get("ms"), found.get("wh")
+        session, tag = found.get("session"), found.get("id_tag")
+        if not (
+            type(session) is str
+            and type(start_ms) is int
+            and type(last_ms) is int
+            and _number(start_wh)
+            and _number(last_wh)
+            and (tag is None or type(tag) is str)
+        ):
+            return  # a torn record: nothing billable can be made of it
+        self.session = session
+        self.session_tag = tag
+        self.session_start_ms = start_ms
+        self.session_start_wh = start_wh
+        self.session_end_wh = last_wh
+        self.session_last_ms = last_ms
+        self._end_session(now_ms, "power_loss", last_ms)
+
+    def save_due(self, now_ms: int) -> bool:
+        """Whether ``record()`` should be written now: it changed (a session started or ended),
+        or the running session's meter reading moved and the last save is SAVE_MS old."""
+        if self.changed:
+            return True
+        return (
+            self.in_session
+            and now_ms - self.saved_ms >= SAVE_MS
+            and self.session_end_wh != self.saved_wh
+        )
+
+    def saved(self, now_ms: int) -> None:
+        """``record()`` was written at ``now_ms``."""
+        self.changed = False
+        self.saved_ms = now_ms
+        self.saved_wh = self.session_end_wh
+
+    # --- the control cycle ------------------------------------------------------------------
+
     def update(
         self,
         now_ms: int,
@@ -160,13 +325,17 @@ class Charger:
         load_limit_a: "float | None" = None,
         auto_authorise: bool = False,
         cp_low_volts: "float | None" = None,
+        window: "bool | None" = None,
     ) -> None:
         """One control cycle: new CP state, current offered (``duty``), ``contactor``.
 
         ``cp_volts``: the pilot's high level, None when it could not be read (state kept);
 
         ``pp_a``: the cable's rating from the proximity pilot (None or 0: no cable, nothing
-        offered); ``load_limit_a``: the site's load management, None for no limit.
+        offered); ``load_limit_a``: the site's load management, None for no limit;
+        ``window``: night-only charging, whether now is inside the night window (None: no
+        schedule). A session runs on outside it without current, and ends (``schedule_end``)
+        when the window closes.
         """
         # Unknown (the relay did not answer): keep the last state; the master sets a fault.
         state = self.state if cp_volts is None else cp_state(cp_volts)
@@ -182,22 +351,40 @@ class Charger:
         # The reading of this cycle still belongs to a session that ends in it.
         if energy_wh is not None and self.in_session:
             self.session_end_wh = energy_wh
+            self.session_last_ms = now_ms
         previous = self.state
         if state != previous:
             severity = "error" if state == E else "info"
             self.events.append(("charging.state", severity, {"from": previous, "to": state}))
             self.state = state
-            if state == B and previous == A and auto_authorise:
+            if state == B and previous == A and auto_authorise and not self.authorised:
                 self.authorised = True
+                self.auth_tag = None
         if state == A:
-            self.authorised = False
             self._end_session(now_ms, "ev_disconnected")
+            # Unplugged: the authorisation goes with the EV (but a card shown while no EV
+            # was there waits its minute).
+            if previous != A or self.auth_until_ms is None:
+                self._deauthorise()
+        if self.auth_until_ms is not None:
+            if state in (B, C, D):
+                self.auth_until_ms = None  # the EV came in time: the card holds now
+            elif now_ms >= self.auth_until_ms:
+                self._deauthorise()
+        if self.fault is None:
+            self.fault_since_ms = None
+        elif self.fault_since_ms is None:
+            self.fault_since_ms = now_ms
+        elif self.in_session and now_ms - self.fault_since_ms >= FAULT_END_MS:
+            self._deauthorise()
+            self._end_session(now_ms, "fault")
+        if window is False and self.window is True and self.in_session:
+            self._deauthorise()
+            self._end_session(now_ms, "schedule_end")
+        self.window = window
         plugged = state in (B, C, D)
         if plugged and self.authorised and not self.in_session and energy_wh is not None:
-            self.session_start_ms = now_ms
-            self.session_start_wh = energy_wh
-            self.session_end_wh = energy_wh
-            self.events.append(("charging.started", "info", {"energy_wh": energy_wh}))
+            self._start_session(now_ms, energy_wh)
         limit = min(pp_a or 0.0, max_current_a)
         if load_limit_a is not None:
             limit = min(limit, load_limit_a)
@@ -208,6 +395,7 @@ class Charger:
             and self.authorised
             and plugged
             and self.in_session
+            and window is not False
             and limit >= MIN_CURRENT_A
         )
         if not self.available or self.fault is not None:
@@ -233,13 +421,43 @@ class Charger:
         self.contactor = False
         self.stop_deadline_ms = None
 
-    def _end_session(self, now_ms: int, reason: str) -> None:
+    def _deauthorise(self) -> None:
+        self.authorised = False
+        self.auth_tag = None
+        self.auth_until_ms = None
+
+    def _start_session(self, now_ms: int, energy_wh: float) -> None:
+        self.sessions += 1
+        self.session = str(self.sessions)
+        self.session_tag = self.auth_tag
+        self.auth_until_ms = None
+        self.session_start_ms = now_ms
+        self.session_start_wh = energy_wh
+        self.session_end_wh = energy_wh
+        self.session_last_ms = now_ms
+        self.changed = True
+        data = {"session": self.session, "connector": CONNECTOR, "meter_start_wh": energy_wh}
+        if self.session_tag is not None:
+            data["id_tag"] = self.session_tag
+        self.events.append(("charging.started", "info", data))
+
+    def _end_session(self, now_ms: int, reason: str, end_ms: "int | None" = None) -> None:
         if self.session_start_ms is None:
             return
+        if reason not in STOP_REASONS:
+            reason = "other"
         data = {
-            "reason": reason,
+            "session": self.session,
+            "connector": CONNECTOR,
+            "meter_stop_wh": self.session_end_wh,
             "energy_wh": self.session_energy_wh(),
-            "duration_s": self.session_s(now_ms),
+            "duration_s": self.session_s(now_ms if end_ms is None else end_ms),
+            "reason": reason,
         }
+        if self.session_tag is not None:
+            data["id_tag"] = self.session_tag
         self.events.append(("charging.stopped", "info", data))
         self.session_start_ms = None
+        self.session = None
+        self.session_tag = None
+        self.changed = True

@@ -17,9 +17,10 @@ or later, from its own loop: both work. ``tick(now_ms)`` drives time (back-off, 
 What the link does:
 
 * connect after ``Backoff.first_delay`` (power-on jitter), then on every CONNACK subscribe to
-  ``config/desired``, ``cmd`` and ``ota``, publish ``status`` online (retained, with ``fw`` and
-  the schema tag ``<family>.<schema_version>``), publish ``config/reported``, report dropped
-  messages (``buffer.overflow``), then replay the outbox oldest first, paced;
+  the downlink channels (``config/desired``, ``cmd``, ``ota``, ``auth/list``), publish
+  ``status`` online (retained, with ``fw`` and the schema tag ``<family>.<schema_version>``),
+  publish ``config/reported``, report dropped messages (``buffer.overflow``), then replay the
+  outbox oldest first, paced;
 * when the connection drops: back off with full jitter and buffer telemetry and events
   (command results and OTA statuses are held, a few, and sent on reconnect);
 * ``config/desired``: a new version is checked against the schema (``params.Settings``),
@@ -27,12 +28,15 @@ What the link does:
   answered for the version they name (``accepted`` first when it has not arrived yet);
 * commands: expired -> rejected ``expired``; unknown -> ``unknown_command``; bad args ->
   ``bad_args`` (details in ``result``); others go to the handler; the last 16 final results are
-  kept, so that a redelivered command id gets its stored result again instead of running twice.
+  kept, so that a redelivered command id gets its stored result again instead of running twice;
+* ``auth/list``: the decoded list goes to the handler (which keeps it when its version is new);
+* a downlink message that breaks the contract (bad JSON, unknown fields, another device's or an
+  unknown channel) is counted and reported as ``message.rejected``, never raised.
 
 The ``handler`` (the master application) provides ``on_config(changed, reboot, now_ms)``,
-``run_command(command, now_ms) -> (status, result, reason)`` and ``on_ota(offer, now_ms)``
-(offer None: the retained offer was cleared). A handler that raises does not stop the link: the
-failure is counted and reported as an event.
+``run_command(command, now_ms) -> (status, result, reason)``, ``on_ota(offer, now_ms)``
+(offer None: the retained offer was cleared) and ``on_auth_list(auth_list, now_ms)``. A
+handler that raises does not stop the link: the failure is counted and reported as an event.
 """
 
 from firmware.core import contract
@@ -246,7 +250,8 @@ class Link:
             if device_id != self.device_id:
                 raise contract.ContractError("bad_topic", "device_id", "another device's topic")
             if not payload:
-                # An empty retained payload deletes the retained message (MQTT-3.3.1-10).
+                # An empty retained payload deletes the retained message (MQTT-3.3.1-10). It is
+                # not a new list or config: what the device holds stays in force.
                 if channel == contract.OTA:
                     self.handler.on_ota(None, now)
                 return
@@ -256,6 +261,8 @@ class Link:
                 self._on_command(contract.decode_command(payload), now)
             elif channel == contract.OTA:
                 self.handler.on_ota(contract.decode_ota(payload), now)
+            elif channel == contract.AUTH_LIST:
+                self.handler.on_auth_list(contract.decode_auth_list(payload), now)
             else:
                 raise contract.ContractError("bad_topic", "channel", "not a downlink channel")
         except contract.ContractError as exc:

@@ -351,6 +351,19 @@ def _rand() -> float:
     return random.getrandbits(24) / 16777216
 
 
+class Esp32CardReader(interface.CardReader):
+    """STUB: no RFID reader driver exists yet, so this reader never sees a card.
+
+    A board with a reader (an MFRC522 on SPI or a PN532 on I2C) needs a driver here that
+    polls for an ISO 14443 card and returns its UID as uppercase hex. Until then a board
+    charges by plug-and-charge (``rfid_required`` false) or by ``charging.start`` (app, guest).
+    """
+
+    def read(self) -> "str | None":
+        """Never a card (see the class docstring)."""
+        return None
+
+
 class MasterBoard(interface.Board):
     """The master's hardware, built from ``/config.json``."""
 
@@ -362,6 +375,7 @@ class MasterBoard(interface.Board):
         self.mqtt = UmqttTransport(config, self.clock, self.storage.nvs)
         self.downloader = Esp32Downloader()
         self.rand = _rand
+        self.rfid = Esp32CardReader()
 
     def rssi(self) -> "int | None":
         wlan = self.mqtt.wlan

@@ -2,9 +2,9 @@
 
 Two implementations: ``firmware/hal/esp32.py`` (MicroPython on the ESP32-C3: machine.I2C,
 PWM, ADC, Pin, network.WLAN, umqtt, esp32.Partition/NVS) and ``firmware/host`` (CPython:
-simulated bus, slaves, EV, clock, storage and an in-memory broker). The applications receive a
-``Board`` and never import ``machine`` themselves, which is what lets thousands of simulated
-chargers run in one process.
+simulated bus, slaves, EV, card reader, clock, storage and an in-memory broker). The
+applications receive a ``Board`` and never import ``machine`` themselves, which is what lets
+thousands of simulated chargers run in one process.
 
 These classes document the contract and fail loudly when a method is missing; implementations
 subclass them (MicroPython-compatible: no abc, no typing at run time).
@@ -130,12 +130,24 @@ class MqttTransport:
         """Deliver pending incoming messages and connection events (no-op for push clients)."""
 
 
+class CardReader:
+    """The RFID/NFC reader at the front of the charger (ISO 14443 cards, OCPP idTokens).
+
+    Polled by the master every control cycle; the reader keeps what was presented in between.
+    """
+
+    def read(self) -> "str | None":
+        """The id of a card presented since the last call, None when there was none. The id is
+        the card's UID in uppercase hex (``04A1B2C3``): the form of the cloud's local list."""
+        raise NotImplementedError
+
+
 class Board:
     """Everything a master application gets from its hardware.
 
     Attributes: ``i2c`` (I2CBus), ``cp`` (ControlPilot), ``clock`` (Clock), ``storage``
     (Storage), ``mqtt`` (MqttTransport), ``downloader`` (Downloader), ``rand`` (a callable
-    returning a float in [0, 1)).
+    returning a float in [0, 1)), ``rfid`` (CardReader, None for a board without a reader).
     """
 
     i2c = None  # type: Any
@@ -145,6 +157,7 @@ class Board:
     mqtt = None  # type: Any
     downloader = None  # type: Any
     rand = None  # type: Any
+    rfid = None  # type: Any
 
     def rssi(self) -> "int | None":
         """Wi-Fi signal strength in dBm, None when unknown."""

@@ -11,6 +11,7 @@ from firmware.host.charger import (
     HostBoard,
     OfflineTransport,
     PilotGenerator,
+    SimCardReader,
     SimCharger,
     load_family,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "Plant",
     "RelaySensors",
     "SimBus",
+    "SimCardReader",
     "SimCharger",
     "SimClock",
     "SimEV",

@@ -11,6 +11,8 @@ time, so one process can step thousands of them.
     charger.run_for(30_000)                 # (a charger that owns its clock)
     charger.ev.plug_in(target_wh=5000)
     charger.run_for(600_000)
+    charger.present_card("04A1B2C3")        # the card reader (checked against the local list)
+    charger.power_cycle()                   # power cut: no goodbye, RAM lost, flash kept
 
 A fleet shares one clock and steps every charger after each ``clock.advance``; a real broker
 is reached by passing ``transport=`` an adapter with the MqttTransport methods.
@@ -19,11 +21,12 @@ is reached by passing ``transport=`` an adapter with the MqttTransport methods.
 from __future__ import annotations
 
 import functools
+from collections import deque
 from pathlib import Path
 from typing import Any
 
 from firmware.core import charging, params
-from firmware.hal.interface import Board, ControlPilot, MqttTransport
+from firmware.hal.interface import Board, CardReader, ControlPilot, MqttTransport
 from firmware.host.bus import SimBus
 from firmware.host.clock import SimClock, XorShift
 from firmware.host.network import MemoryBroker, MemoryTransport
@@ -55,6 +58,7 @@ class HostBoard(Board):
         "mqtt",
         "rand",
         "reset_requested",
+        "rfid",
         "signal_dbm",
         "storage",
     )
@@ -69,6 +73,7 @@ class HostBoard(Board):
         downloader: MemoryDownloader,
         rand: XorShift,
         signal_dbm: int | None = -61,
+        rfid: CardReader | None = None,
     ) -> None:
         self.i2c = i2c
         self.cp = cp
@@ -78,6 +83,7 @@ class HostBoard(Board):
         self.downloader = downloader
         self.rand = rand
         self.signal_dbm = signal_dbm
+        self.rfid = rfid
         self.reset_requested = False
 
     def rssi(self) -> int | None:
@@ -100,6 +106,27 @@ class PilotGenerator(ControlPilot):
     def set_duty(self, percent: float) -> None:
         """Drive the pilot."""
         self.plant.set_duty(percent)
+
+
+class SimCardReader(CardReader):
+    """The card reader: cards presented (``present``) wait until the master polls it."""
+
+    __slots__ = ("cards",)
+
+    def __init__(self) -> None:
+        self.cards: deque[str] | None = None  # created on the first card: most never see one
+
+    def present(self, uid: str) -> None:
+        """Hold a card to the reader."""
+        if self.cards is None:
+            self.cards = deque()
+        self.cards.append(uid)
+
+    def read(self) -> str | None:
+        """The oldest card not yet read."""
+        if not self.cards:
+            return None
+        return self.cards.popleft()
 
 
 class OfflineTransport(MqttTransport):
@@ -138,6 +165,7 @@ class SimCharger:
         "master",
         "master_options",
         "plant",
+        "reader",
         "reboots",
         "slaves",
         "storage",
@@ -180,6 +208,7 @@ class SimCharger:
             self.bus.attach(slave)
         self.storage = storage or MemoryStorage(fw)
         self.transport = transport
+        self.reader = SimCardReader()
         self.board = HostBoard(
             self.bus,
             PilotGenerator(self.plant),
@@ -188,6 +217,7 @@ class SimCharger:
             transport,
             downloader or MemoryDownloader(),
             XorShift(seed + 1),
+            rfid=self.reader,
         )
         self.master_options = master_options
         self.reboots = 0
@@ -199,6 +229,21 @@ class SimCharger:
     def ev(self) -> SimEV:
         """The EV at this charger (plug it in, unplug it)."""
         return self.plant.ev
+
+    def present_card(self, uid: str) -> None:
+        """Hold the card ``uid`` to the reader; the master reads it at its next control cycle."""
+        self.reader.present(uid)
+
+    def power_cycle(self) -> None:
+        """Cut the power and restore it: no goodbye (a MemoryTransport's broker publishes the
+        will), the contactor drops, RAM is lost; flash, the meter's register and the EV stay.
+        The master boots at once; step the clock first for an outage that lasts."""
+        now = self.clock.now_ms()
+        transport = self.board.mqtt
+        if isinstance(transport, MemoryTransport) and transport.is_connected:
+            transport.broker.drop(self.device_id)
+        self.plant.command_contactor(False, now)
+        self._reset(now)
 
     def address(self, node: str) -> int:
         """The I2C address of a slave node (for fault injection on ``bus``)."""

@@ -49,6 +49,7 @@ class GmqttTransport(MqttTransport):
         "is_connected",
         "keepalive",
         "listener",
+        "network_up",
         "password",
         "port",
         "telemetry",
@@ -72,6 +73,7 @@ class GmqttTransport(MqttTransport):
         self.keepalive = keepalive
         self.listener: Any = None
         self.is_connected = False
+        self.network_up = True  # False: the charger's own network is gone (set_network)
         self._client: gmqtt.Client | None = None
         self._task: asyncio.Task[None] | None = None
         self._events: deque[tuple[Any, ...]] = deque()
@@ -81,6 +83,9 @@ class GmqttTransport(MqttTransport):
         """Start connecting; ``poll()`` reports the outcome."""
         if self._task is not None and not self._task.done():
             return  # an attempt is under way
+        if not self.network_up:
+            self._events.append(("failed", False))  # no Wi-Fi: nothing to connect over
+            return
         if self._client is None:
             will = gmqtt.Message(will_topic, will_payload, qos=1, retain=True)
             client = gmqtt.Client(client_id, clean_session=False, will_message=will, logger=_QUIET)
@@ -128,6 +133,24 @@ class GmqttTransport(MqttTransport):
         client, self.is_connected = self._client, False
         if client is not None:
             asyncio.get_running_loop().create_task(_quietly(client.disconnect()))
+
+    def set_network(self, up: bool) -> None:
+        """Take the charger's own network (its Wi-Fi) away or give it back, for tests of
+        offline operation against a broker that stays up: going down ends the connection
+        (the link learns it at its next step) and every attempt fails until it is back."""
+        self.network_up = up
+        if not up and self.is_connected:
+            self._cut()
+            self._events.append(("lost",))
+
+    def _cut(self) -> None:
+        """Close the socket without DISCONNECT, as a lost Wi-Fi does: the broker then publishes
+        the will (status offline), which a clean DISCONNECT would discard (MQTT-3.1.2-10)."""
+        client, self.is_connected = self._client, False
+        transport = getattr(getattr(client, "_connection", None), "_transport", None)
+        if transport is None:  # not connected after all: nothing to cut
+            return
+        transport.abort()
 
     def has_events(self) -> bool:
         """Whether something waits for the master's next ``poll()``."""

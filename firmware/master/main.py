@@ -6,8 +6,9 @@ threads, so a simulator steps thousands of masters in one process, and the board
 loop (``main()`` at the bottom) sleeps between steps. One pass:
 
 1. cloud link: clock state, incoming messages (``board.mqtt.poll``), back-off, paced replay;
-2. control cycle (every ``control_ms``): read the relay's private block (CP voltage),
-   detect faults, update the IEC 61851 machine, drive the CP PWM and the contactor command;
+2. control cycle (every ``control_ms``): read the relay's private block (CP voltage), the card
+   reader, detect faults, update the IEC 61851 machine (sessions, night window), drive the CP
+   PWM and the contactor command, save the session record (NVS) when it changed;
 3. sampling: read the poll groups that are due, publish one sample per node;
 4. slave health: ``node.offline``/``node.online`` events from the I2C client;
 5. OTA: download a slice of the image, verify, switch, reboot when no session runs.
@@ -15,11 +16,14 @@ loop (``main()`` at the bottom) sleeps between steps. One pass:
 The MQTT transport calls ``on_connected``, ``on_connect_failed``, ``on_disconnected`` and
 ``on_message`` (see firmware/core/link.py); ``now_ms`` is optional in those and defaults to the
 time of the last step.
+
+NVS records: ``config`` (settings), ``ota`` (update state), ``session`` (the session counter and
+the open session: charging.Charger.record) and ``auth`` (the local authorization list).
 """
 
 import json
 
-from firmware.core import charging, i2cproto, link, ota, params, registers
+from firmware.core import authlist, charging, i2cproto, link, ota, params, registers
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -39,15 +43,25 @@ TEMPERATURE = "temperature_c"
 MAX_CURRENT = "max_current_a"
 RFID = "rfid_required"
 HEARTBEAT = "heartbeat_period_s"
+NIGHT_START = "night_window_start_s"
+NIGHT_END = "night_window_end_s"
 
 NVS_CONFIG = "config"
 NVS_OTA = "ota"
+NVS_SESSION = "session"
+NVS_AUTH = "auth"
+
+# What a session is billed from: before the clock is set (contract 8: no events without a
+# ts) these wait, a few, and go out stamped with the first time the clock knows.
+SESSION_EVENTS = ("charging.started", "charging.stopped", "authorization.refused")
+MAX_UNSENT = 8
 
 
 class Master:
     """One charger's master MCU."""
 
     __slots__ = (
+        "auth",
         "board",
         "boot_ms",
         "charger",
@@ -62,13 +76,17 @@ class Master:
         "load_limit_a",
         "meter",
         "mismatch_since",
+        "night_only",
         "now",
         "ota",
         "ota_stream",
+        "reader",
         "reboot_pending",
         "relay",
         "sampler",
         "settings",
+        "unsent",
+        "utc_offset_s",
     )
 
     def __init__(
@@ -83,9 +101,14 @@ class Master:
         retry: "Any" = None,
         outbox: "Any" = None,
         control_ms: int = CONTROL_MS,
+        night_only: bool = False,
+        utc_offset_s: int = 0,
     ) -> None:
         """``retry``: an i2cproto.RetryPolicy; ``outbox``: an Outbox (its capacity);
-        ``control_ms``: the control cycle (keep it under the relay's 3 s watchdog)."""
+        ``control_ms``: the control cycle (keep it under the relay's 3 s watchdog);
+        ``night_only``: charge only inside the night window (settings ``night_window_start_s``
+        and ``night_window_end_s``, seconds since local midnight, local = UTC +
+        ``utc_offset_s``)."""
         if not 0 < control_ms < registers.CONTACTOR_WATCHDOG_MS:
             raise ValueError("control_ms must be shorter than the contactor watchdog")
         self.board = board
@@ -104,6 +127,14 @@ class Master:
         self.meter = _address_of_role(family, "meter")
         self.relay = _address_of_role(family, "relay")
         self.charger = charging.Charger()
+        # A session left open in flash was cut by a power loss: closed here (power_loss).
+        self.charger.restore(_json_record(board.storage.get(NVS_SESSION)), now_ms)
+        self.unsent = []  # type: list  # session events waiting for the clock
+        self.auth = authlist.LocalList()
+        self.auth.restore(board.storage.get(NVS_AUTH))
+        self.reader = getattr(board, "rfid", None)
+        self.night_only = night_only
+        self.utc_offset_s = utc_offset_s
         self.duty = None  # type: float | None  # last duty sent to the CP generator
         self.contactor_cmd = False
         self.mismatch_since = None  # type: int | None
@@ -130,6 +161,11 @@ class Master:
         link_.clock_set = self.board.clock.synced()
         self.board.mqtt.poll()
         link_.tick(now_ms)
+        if self.unsent and link_.clock_set:
+            unsent = self.unsent
+            self.unsent = []
+            for type_, severity, data in unsent:
+                link_.send_event(now_ms, type_, severity, data)
         if now_ms >= self.control_due:
             self.control_due = now_ms + self.control_ms
             self._control(now_ms)
@@ -168,6 +204,12 @@ class Master:
         elif self._contactor_stuck(now, values.get(CONTACTOR)):
             fault = "contactor_feedback"
         charger.set_fault(fault)
+        reader = self.reader
+        if reader is not None:
+            uid = reader.read()
+            if uid:
+                # The local list decides, offline too; the cloud confirms later (contract 4.9).
+                charger.present_card(uid, self.auth.refusal(uid, now), now)
         charger.update(
             now,
             cp_high,
@@ -177,6 +219,7 @@ class Master:
             self.load_limit_a,
             not self.settings.get(RFID) if RFID in self.family.params else True,
             cp_low,
+            self._window(now),
         )
         if charger.duty != self.duty:
             self.board.cp.set_duty(charger.duty)
@@ -186,10 +229,39 @@ class Master:
             # Written every cycle: it also feeds the relay's watchdog (registers.py). When it
             # fails, the watchdog opens the contactor and the fault follows next cycle.
             self._command_contactor(charger.contactor, now)
-        events = charger.events
-        charger.events = []
+        self._flush_charger_events(now)
+        if charger.save_due(now):
+            self._save_session(now)
+
+    def _window(self, now: int) -> "bool | None":
+        """Night-only charging: whether ``now`` is inside the night window; None when there is
+        no schedule, or no clock to tell the time of day by (then charging is not held back)."""
+        params_ = self.family.params
+        if not (self.night_only and NIGHT_START in params_ and NIGHT_END in params_):
+            return None
+        if not self.link.clock_set:
+            return None
+        start = self.settings.get(NIGHT_START)
+        end = self.settings.get(NIGHT_END)
+        return charging.in_window(now, int(start), int(end), self.utc_offset_s)
+
+    def _flush_charger_events(self, now: int) -> None:
+        events = self.charger.events
+        if not events:
+            return
+        self.charger.events = []
         for type_, severity, data in events:
+            if not self.link.clock_set and type_ in SESSION_EVENTS:
+                self.unsent.append((type_, severity, data))
+                if len(self.unsent) > MAX_UNSENT:
+                    self.unsent.pop(0)
+                    self.link.unclocked += 1
+                continue
             self.link.send_event(now, type_, severity, data)
+
+    def _save_session(self, now: int) -> None:
+        self.board.storage.put(NVS_SESSION, _json_bytes(self.charger.record()))
+        self.charger.saved(now)
 
     def _contactor_stuck(self, now: int, feedback: "Any") -> bool:
         if feedback is None or feedback == self.contactor_cmd:
@@ -334,12 +406,13 @@ class Master:
         if self.charger.in_session and not force:
             self.reboot_pending = reason
             return
-        self.charger.stop(now, "reboot")
+        # Forced in a session: it ends as a reboot during a session does (contract 14).
+        self.charger.stop(now, "power_loss")
         self.board.cp.set_duty(charging.DUTY_OFF)
         self._command_contactor(False, now)
-        for type_, severity, data in self.charger.events:
-            self.link.send_event(now, type_, severity, data)
-        self.charger.events = []
+        self._flush_charger_events(now)
+        if self.charger.save_due(now):
+            self._save_session(now)
         self.link.send_event(now, "reboot", "info", {"reason": reason})
         self._publish_ota_statuses()
         self.link.close(now)
@@ -386,6 +459,14 @@ class Master:
         if reboot and self.reboot_pending is None:
             self.reboot_pending = "config"
 
+    def on_auth_list(self, auth_list: "Any", now_ms: int) -> None:
+        """The cloud's local authorization list: kept (NVS) when its version is new."""
+        if not self.auth.apply(auth_list):
+            return
+        self.board.storage.put(NVS_AUTH, self.auth.dump())
+        data = {"version": auth_list.version, "tokens": len(self.auth)}
+        self.link.send_event(now_ms, "auth.list_applied", "info", data)
+
     def on_ota(self, offer: "Any", now_ms: int) -> None:
         """An OTA offer (None: cleared)."""
         if offer is None or not self.ota.consider(offer):
@@ -408,11 +489,17 @@ class Master:
             self.reboot_pending = "command"
             return "ok", None, None
         if name == "charging.start":
-            if not self.charger.authorise():
+            # The app's or guest's token: charging.started reports it (contract 14).
+            id_tag = command.args.get("id_tag")
+            if id_tag == "":
+                return "rejected", {"args": {"id_tag": "empty"}}, "bad_args"
+            if self.charger.in_session:
+                return "rejected", None, "session running"
+            if not self.charger.authorise(id_tag):
                 return "rejected", None, "no EV connected"
             return "ok", None, None
         if name == "charging.stop":
-            if not self.charger.stop(now_ms):
+            if not self.charger.stop(now_ms, "remote"):
                 return "rejected", None, "no session"
             return "ok", None, None
         param = self.family.params[name]
@@ -470,7 +557,15 @@ def main() -> None:  # pragma: no cover - the board's entry point (boot.py: impo
     config = hal.load_config()
     board = hal.MasterBoard(config)
     family = params.load_file(config["schema_file"])
-    master = Master(board, family, config["device_id"], config["fw"], board.clock.now_ms())
+    master = Master(
+        board,
+        family,
+        config["device_id"],
+        config["fw"],
+        board.clock.now_ms(),
+        night_only=config.get("night_only", False),
+        utc_offset_s=config.get("utc_offset_s", 0),
+    )
     while True:
         now = board.clock.now_ms()
         wake = master.step(now)

@@ -8,12 +8,30 @@ both interpreters share: no dict order assumptions (MicroPython's dicts are unor
 f-string "=" specifiers, nothing from typing at run time.
 """
 
+import gc
 import sys
+
+# The WASI build's garbage collector cannot see pointers that live only in WebAssembly locals
+# (the code being run among them), so a collection can free live objects: the guest then traps
+# on a wild pointer or runs freed bytecode, depending on where the collection struck. On a
+# board the C stack is scanned and this cannot happen. So no collection runs here: the runner
+# gives the interpreter a heap that holds everything this script allocates (about 2 MB).
+gc.disable()
 
 ROOT = globals()["ROOT"]  # defined by the runner, before this text
 sys.path.insert(0, ROOT)  # the board tree, not the repository: imports below come from it
 
-from firmware.core import backoff, charging, contract, i2cproto, link, ota, outbox, params  # noqa: E402
+from firmware.core import (  # noqa: E402
+    authlist,
+    backoff,
+    charging,
+    contract,
+    i2cproto,
+    link,
+    ota,
+    outbox,
+    params,
+)
 from firmware.master.main import Master  # noqa: E402
 from firmware.slave.main import Slave  # noqa: E402
 
@@ -192,8 +210,61 @@ def test_charging():
     check(
         "stopped",
         charger.events[-1][2],
-        {"reason": "ev_disconnected", "energy_wh": 2000.0, "duration_s": 2},
+        {
+            "session": "1",
+            "connector": 1,
+            "meter_stop_wh": 4000.0,
+            "energy_wh": 2000.0,
+            "duration_s": 2,
+            "reason": "ev_disconnected",
+        },
     )
+
+
+def test_sessions():
+    # Numbers survive a reboot; a session left open is closed at boot as a power loss.
+    charger = charging.Charger()
+    charger.update(500, 9.0, 32, 16, 100.0, None, False)
+    check("needs authorisation", charger.in_session, False)
+    check("app start", charger.authorise("app-abcdef123456"), True)
+    charger.update(1000, 9.0, 32, 16, 100.0)
+    charger.update(61000, 6.0, 32, 16, 250.5)
+    check("save due", charger.save_due(61000), True)
+    record = charger.record()
+    log("record", record)
+    rebooted = charging.Charger()
+    rebooted.restore(record, 99000)
+    check("power loss", rebooted.events[-1][2]["reason"], "power_loss")
+    log("power loss", rebooted.events)
+    check("counter", rebooted.record(), {"n": 1})
+    # Night window over midnight, local time one hour ahead of UTC.
+    day = 1790000000000 - 1790000000000 % 86400000  # a UTC midnight
+    log(
+        "window",
+        [
+            charging.in_window(day + h * 3600000, 79200, 21600, 3600)
+            for h in (0, 4, 5, 6, 12, 20, 21, 22, 23)
+        ],
+    )
+    # Cards: accepted by the local list, the same card stops, another is ignored.
+    local = authlist.LocalList()
+    check("no list", local.refusal("04A1", T0), "unknown")
+    check("applied", local.apply(contract.AuthList(3, {"04A1": None, "04B2": T0})), True)
+    check("same version", local.apply(contract.AuthList(3, {})), False)
+    restored = authlist.LocalList()
+    restored.restore(local.dump())
+    check(
+        "restored list",
+        [restored.version, len(restored), restored.refusal("04B2", T0)],
+        [3, 2, "expired"],
+    )
+    card = charging.Charger()
+    card.present_card("04A1", None, T0)
+    card.update(T0 + 500, 9.0, 32, 16, 10.0)
+    card.present_card("04B2", "expired", T0 + 600)
+    card.present_card("04C3", None, T0 + 700)
+    card.present_card("04A1", None, T0 + 800)
+    log("cards", card.events)
 
 
 # --- ota, backoff, outbox ---------------------------------------------------------------------
@@ -297,6 +368,10 @@ def sent_summary(transport, skip=0):
 class Handler:
     def __init__(self):
         self.commands = []
+        self.lists = []
+
+    def on_auth_list(self, auth_list, now):
+        self.lists.append(auth_list)
 
     def on_config(self, changed, reboot, now):
         self.changed = changed
@@ -322,8 +397,13 @@ def test_link():
     check(
         "subscribed",
         sorted(transport.subscribed),
-        ["af/CHG-1/cmd", "af/CHG-1/config/desired", "af/CHG-1/ota"],
+        ["af/CHG-1/auth/list", "af/CHG-1/cmd", "af/CHG-1/config/desired", "af/CHG-1/ota"],
     )
+    lk.on_message(
+        "af/CHG-1/auth/list", contract.encode_auth_list(1, {"04A1B2C3": None, "04D4": T0})
+    )
+    lk.on_message("af/CHG-1/auth/list", b'{"v":1,"version":2,"tokens":{}}')
+    check("auth list", [a.version for a in handler.lists], [1])
     lk.on_message(
         "af/CHG-1/config/desired", contract.encode_config(2, {"max_current_a": 20, "phases": 2})
     )
@@ -463,14 +543,60 @@ def test_master():
     log("stats", master.stats())
 
 
+class Reader:
+    def __init__(self):
+        self.cards = []
+
+    def read(self):
+        return self.cards.pop(0) if self.cards else None
+
+
+def session_events(transport):
+    kinds = ("charging.started", "charging.stopped", "authorization.refused")
+    out = []
+    for topic, fields, _ in sent_summary(transport):
+        if topic.endswith("/events") and fields["type"] in kinds:
+            out.append([fields["type"], fields["data"]])
+    return out
+
+
+def test_master_cards():
+    board = Board()
+    board.rfid = Reader()
+    settings = params.Settings(FAMILY)
+    settings.apply({"rfid_required": True})
+    board.storage.put("config", settings.dump())
+    master = Master(board, FAMILY, "CHG-1", "1.0.0", T0)
+    master.on_auth_list(contract.AuthList(1, {"04A1": None}), T0)
+    now = T0
+    for card in ("04FF", "04A1"):
+        board.rfid.cards.append(card)
+        for _ in range(20):
+            now += 500
+            master.step(now)
+    check("card charges", [master.charger.session, board.relay.contactor], ["1", True])
+    # Power cut: a new master on the same flash closes the session and keeps the list.
+    master = Master(board, FAMILY, "CHG-1", "1.0.0", now + 60000)
+    check("list kept", master.auth.version, 1)
+    board.rfid.cards.append("04A1")
+    now += 60000
+    for _ in range(20):
+        now += 500
+        master.step(now)
+    check("next session", master.charger.session, "2")
+    log("card sessions", session_events(board.mqtt))
+
+
 for name, function in (
     ("i2c", test_i2c),
     ("params", test_params),
     ("charging", test_charging),
+    ("sessions", test_sessions),
     ("ota", test_ota),
     ("backoff", test_backoff_outbox),
     ("link", test_link),
     ("master", test_master),
+    ("master cards", test_master_cards),
 ):
     run(name, function)
 

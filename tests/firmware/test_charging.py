@@ -78,7 +78,7 @@ def test_plug_in_authorise_charge_unplug() -> None:
     assert rig.charger.in_session and rig.charger.duty == 53.33
     assert rig.take() == [
         ("charging.state", {"from": "A", "to": "B"}),
-        ("charging.started", {"energy_wh": 1000.0}),
+        ("charging.started", {"session": "1", "connector": 1, "meter_start_wh": 1000.0}),
     ]
     rig.cycle("C")
     assert rig.charger.contactor
@@ -90,7 +90,14 @@ def test_plug_in_authorise_charge_unplug() -> None:
     events = rig.take()
     assert events[-1] == (
         "charging.stopped",
-        {"reason": "ev_disconnected", "energy_wh": 500.5, "duration_s": 1},
+        {
+            "session": "1",
+            "connector": 1,
+            "meter_stop_wh": 1500.5,
+            "energy_wh": 500.5,
+            "duration_s": 1,
+            "reason": "ev_disconnected",
+        },
     )
     assert not rig.charger.authorised
 
@@ -134,9 +141,15 @@ def test_stop_gives_the_ev_its_grace_period_then_opens() -> None:
     for _ in range(6):
         rig.cycle("C")
     assert not rig.charger.contactor  # 3 s later, under load or not
-    assert ("charging.stopped", {"reason": "stopped", "energy_wh": 0.0, "duration_s": 0}) in (
-        rig.take()
-    )
+    stopped = {
+        "session": "1",
+        "connector": 1,
+        "meter_stop_wh": 1000.0,
+        "energy_wh": 0.0,
+        "duration_s": 0,
+        "reason": "remote",
+    }
+    assert ("charging.stopped", stopped) in rig.take()
     assert not rig.charger.stop(rig.now)  # nothing left to stop
 
 

@@ -188,7 +188,7 @@ def test_rfid_required_waits_for_charging_start(charger: SimCharger, broker: Mem
     charger.run_for(5_000)
     assert result(broker, "stop-1").status == "ok"
     assert not charger.plant.contactor
-    assert events(broker, "charging.stopped")[-1].data["reason"] == "stopped"
+    assert events(broker, "charging.stopped")[-1].data["reason"] == "remote"
     charger.ev.unplug()
     charger.run_for(2_000)
     command(broker, "start-2", "charging.start", {"connector": 1})

@@ -106,13 +106,14 @@ def test_connect_sequence_follows_the_contract(rig: Rig, broker: MemoryBroker) -
         ("telemetry", False),
     ]
     status = contract.decode_status(broker.log[0].payload, rig.now)
-    assert (status.state, status.fw, status.schema) == ("online", "1.0.0", "ac22-3p.2")
+    assert (status.state, status.fw, status.schema) == ("online", "1.0.0", "ac22-3p.3")
     assert status.ts is not None
     subscriptions = broker.sessions[DEVICE].subscriptions
     assert subscriptions == {
         f"af/{DEVICE}/config/desired": 1,
         f"af/{DEVICE}/cmd": 1,
         f"af/{DEVICE}/ota": 1,
+        f"af/{DEVICE}/auth/list": 1,
     }
     reported = contract.decode_config(broker.log[1].payload)
     assert reported == contract.Config(0, rig.settings.in_force())

