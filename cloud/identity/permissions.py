@@ -45,6 +45,8 @@ CATALOGUE: dict[str, str] = {
     "sessions:read": "Read charging sessions.",
     "tariffs:write": "Set tariffs.",
     "billing:read": "Read billing reports and exports.",
+    "cards:read": "Read RFID cards: one's own, or org-wide every card of the organization.",
+    "cards:write": "Register, enable, disable and delete RFID cards.",
     "audit:read": "Read the audit log.",
     "metrics:read": "Scrape the API's Prometheus metrics (give it to Prometheus's API client).",
 }
@@ -81,6 +83,7 @@ SYSTEM_ROLES: dict[str, tuple[str, frozenset[str]]] = {
             "charging:start",
             "charging:stop",
             "tariffs:write",
+            "cards:write",
         },
     ),
     "support": (
@@ -114,6 +117,7 @@ SYSTEM_ROLES: dict[str, tuple[str, frozenset[str]]] = {
                 "charging:start",
                 "charging:stop",
                 "sessions:read",
+                "cards:read",
             }
         ),
     ),
