@@ -21,8 +21,9 @@ from cloud.db.migrate import upgrade
 from cloud.identity.seed import ensure_admin, sync_catalogue
 from tests.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, Client, Tenant, settings_for
 
-# The device-link fixtures (real brokers provisioned through the API), for every package.
-pytest_plugins = ["tests.link"]
+# The device-link fixtures (real brokers provisioned through the API) and a real SMTP server,
+# for every package.
+pytest_plugins = ["tests.link", "tests.services.smtp"]
 
 MARIADB = dict(host="127.0.0.1", port=3306, user="root", password="")
 

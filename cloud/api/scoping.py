@@ -15,6 +15,7 @@ from cloud.api.auth import current_principal
 from cloud.api.errors import field_error, forbidden, not_found
 from cloud.db import request_session
 from cloud.devices.models import Device, device_group_members
+from cloud.identity.principal import Scope
 from cloud.organizations.models import Organization
 
 T = TypeVar("T")
@@ -29,8 +30,13 @@ def org_clause(column: InstrumentedAttribute[Any], permission: str) -> ColumnEle
 
 
 def device_clause(permission: str) -> ColumnElement[bool]:
-    """SQL condition: the device is in scope org-wide, through its site or through a group."""
-    scope = current_principal().scope(permission)
+    """SQL condition: the device is in scope org-wide, through its site, through a group, or
+    as one the caller owns or is a guest of (ChargerAccess)."""
+    return scope_device_clause(current_principal().scope(permission))
+
+
+def scope_device_clause(scope: Scope) -> ColumnElement[bool]:
+    """``device_clause`` for any scope, not only the caller's (a card holder's, for one)."""
     if scope.orgs is None:
         return true()
     conditions: list[ColumnElement[bool]] = []
@@ -43,6 +49,8 @@ def device_clause(permission: str) -> ColumnElement[bool]:
             device_group_members.c.group_id.in_(scope.groups)
         )
         conditions.append(Device.id.in_(members))
+    if scope.devices:
+        conditions.append(Device.id.in_(sorted(scope.devices)))
     return or_(*conditions) if conditions else false()
 
 

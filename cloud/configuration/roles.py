@@ -44,4 +44,8 @@ def roles_for_device(session: Session, principal: Principal, device: Device) -> 
         if assignment.device_group_id is not None and assignment.device_group_id not in group_ids:
             continue
         names.add(role.name)
+    # An owner or guest of this very charger (ChargerAccess) holds the system role of that name.
+    level = principal.access_level(device.id)
+    if level is not None:
+        names.add(level.value)
     return frozenset(names)
