@@ -67,8 +67,8 @@ def api(bind: str | None, workers: int | None) -> None:
 @click.option("--port", type=click.IntRange(1, 65535), help="API port (default 8080).")
 def up(port: int | None) -> None:
     """Start the embedded platform until Ctrl-C: migrate, seed, then run the MQTT broker, the
-    API, the ingest, status and configuration workers, the OCPP bridge and a few simulated
-    chargers."""
+    API, the ingest, status, configuration and charging workers, the OCPP bridge and a few
+    simulated chargers."""
     if port is not None:
         os.environ["AMPFLEET_API_PORT"] = str(port)
     settings = load_settings()
@@ -98,6 +98,7 @@ def up(port: int | None) -> None:
     # visible through the API's fleet gauges.
     children.append(subprocess.Popen([*command, "worker", "status", "--metrics-port", "0"]))
     children.append(subprocess.Popen([*command, "worker", "config", "--metrics-port", "0"]))
+    children.append(subprocess.Popen([*command, "worker", "charging", "--metrics-port", "0"]))
     children.append(subprocess.Popen([*command, "worker", "ocpp", "--metrics-port", "0"]))
     if settings.simulated_chargers:
         simulate = [*command, "simulate", "--devices", str(settings.simulated_chargers)]

@@ -1,4 +1,4 @@
-"""``ampfleet worker``: the device-link workers (ingest, status, config, ocpp)."""
+"""``ampfleet worker``: the device-link workers (ingest, status, config, charging, ocpp)."""
 
 from __future__ import annotations
 
@@ -156,6 +156,40 @@ def config(
         max_payload_bytes=settings.max_payload_bytes,
     )
     _serve(settings, "config", "records", config_worker, metrics_port)
+
+
+@worker.command("charging")
+@_client_id
+@_metrics_port
+def charging(client_id: str | None, metrics_port: int | None) -> None:
+    """Build charging sessions from the chargers' events (docs/device-contract.md 14).
+
+    Applies charging.started, charging.stopped and authorization.refused to the records, stops
+    sessions whose card the cloud refuses, and every AMPFLEET_CHARGING_REFRESH_INTERVAL
+    seconds fails app starts that never began and republishes the authorization lists of
+    chargers whose guest windows opened or closed. Shares af/+/events ($share/charging/...)
+    with the other charging workers on Mosquitto/EMQX; on the embedded broker, run one.
+    """
+    import datetime as dt
+
+    from cloud.charging.worker import ChargingWorker
+    from cloud.db import Database
+    from cloud.devicelink.mqtt import service_endpoint
+
+    settings = load_settings()
+    charging_worker = ChargingWorker(
+        Database(settings.database_url),
+        service_endpoint(settings),
+        _client_id_for("charging", client_id),
+        settings.data_path,
+        shared_subscriptions=settings.broker == "external",
+        refresh_interval=float(settings.charging_refresh_interval),
+        start_timeout=dt.timedelta(seconds=settings.charging_start_timeout),
+        command_timeout=dt.timedelta(seconds=settings.charging_start_timeout),
+        max_payload_bytes=settings.max_payload_bytes,
+        max_skew_ms=settings.max_clock_skew * 1000,
+    )
+    _serve(settings, "charging", "records", charging_worker, metrics_port)
 
 
 @worker.command("forget")
