@@ -21,6 +21,8 @@ from cloud.identity.keys import SigningKey
 from cloud.identity.passwords import SecretHasher
 from cloud.identity.services import Authenticator
 from cloud.identity.tokens import TokenService
+from cloud.mail.backends import EXTENSION as MAILER
+from cloud.mail.backends import open_mailer
 from cloud.settings import Settings
 from cloud.telemetry.store import open_store
 
@@ -80,6 +82,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     )
     app.extensions["ampfleet.hasher"] = hasher
     app.extensions["ampfleet.telemetry"] = open_store(settings)
+    app.extensions[MAILER] = open_mailer(settings)
     app.extensions["ampfleet.tokens"] = tokens
     app.extensions["ampfleet.authenticator"] = Authenticator(
         hasher, tokens, settings.refresh_token_ttl
@@ -99,6 +102,10 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
 
 def _blueprints() -> list[Any]:
     from cloud.audit.api import audit
+    from cloud.charging.access_api import charger_access, invitations_blp
+    from cloud.charging.api import charging_sessions, device_sessions, tariffs
+    from cloud.charging.cards_api import cards
+    from cloud.charging.reports_api import billing_reports, session_history
     from cloud.commands.api import device_commands
     from cloud.configuration.api import device_parameters, group_parameters
     from cloud.devices.api import devices
@@ -130,6 +137,14 @@ def _blueprints() -> list[Any]:
         telemetry,
         fleet,
         audit,
+        device_sessions,
+        charging_sessions,
+        tariffs,
+        charger_access,
+        invitations_blp,
+        cards,
+        session_history,
+        billing_reports,
     ]
 
 

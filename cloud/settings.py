@@ -361,6 +361,88 @@ DECLARED: tuple[Setting, ...] = (
     ),
     Setting("ocpp_csr_ca_key_file", "", "PEM private key of that CA."),
     Setting(
+        "ocpp_uvloop",
+        True,
+        "Run the OCPP bridge's event loop on uvloop (cheaper per message, docs/ocpp.md); "
+        "`false`: the standard asyncio loop.",
+        _parse_bool,
+    ),
+    Setting(
+        "mail_backend",
+        "",
+        "Where outgoing mail (invitations) goes: `smtp` (the server at `smtp_host`) or "
+        "`console` (written to the log, for the embedded mode). Empty: `smtp` when "
+        "`smtp_host` is set, else `console`.",
+        choices=("smtp", "console"),
+    ),
+    Setting(
+        "mail_from",
+        "ampfleet <no-reply@ampfleet.local>",
+        "From address of outgoing mail: `user@host` or `Name <user@host>`.",
+    ),
+    Setting("smtp_host", "", "SMTP server (relay or submission) outgoing mail goes through."),
+    Setting(
+        "smtp_port",
+        0,
+        "Its port. 0: 587 for `starttls`, 465 for `ssl`, 25 for `none`.",
+        int,
+        minimum=0,
+    ),
+    Setting(
+        "smtp_security",
+        "starttls",
+        "TLS to the SMTP server: `starttls` (upgrade, refused if the server cannot), `ssl` "
+        "(implicit TLS) or `none`.",
+        choices=("starttls", "ssl", "none"),
+    ),
+    Setting("smtp_username", "", "SMTP AUTH user name (empty: no authentication)."),
+    Setting("smtp_password", "", "SMTP AUTH password."),
+    Setting(
+        "smtp_timeout",
+        10,
+        "Seconds before an SMTP connection or reply counts as failed.",
+        int,
+        minimum=1,
+    ),
+    Setting(
+        "smtp_tls_ca_file",
+        "",
+        "CA bundle that the SMTP server's certificate must chain to (empty: the system's).",
+    ),
+    Setting(
+        "invitation_ttl",
+        604_800,
+        "Seconds an e-mailed invitation to a charger (owner or guest) can be accepted, unless "
+        "the inviter sets its `expires_at`.",
+        int,
+        minimum=300,
+    ),
+    Setting(
+        "charging_start_timeout",
+        300,
+        "Seconds a charger has to start a session asked for from the app: the `charging.start` "
+        "command's expiry, and how long the request waits for `charging.started` before it "
+        "is marked failed.",
+        int,
+        minimum=10,
+    ),
+    Setting(
+        "charging_refresh_interval",
+        60,
+        "Seconds between the charging worker's rounds: failed app starts, and the local "
+        "authorization lists of chargers whose guest windows opened or closed.",
+        int,
+        minimum=1,
+    ),
+    Setting(
+        "charging_live_max_seconds",
+        3600,
+        "Longest a live session view (server-sent events) stays open; clients reconnect. "
+        "Each open view holds one API thread (`api_threads`).",
+        int,
+        minimum=10,
+    ),
+    Setting(
         "simulated_chargers",
         3,
         "Simulated chargers `ampfleet up` runs (real firmware core, simulated hardware and "
@@ -455,6 +537,12 @@ def _derive(values: dict[str, Any]) -> dict[str, Any]:
         raise SettingsError(
             "AMPFLEET_OCPP_CSR_CA_CERT_FILE and AMPFLEET_OCPP_CSR_CA_KEY_FILE go together"
         )
+    if not values["mail_backend"]:
+        values["mail_backend"] = "smtp" if values["smtp_host"] else "console"
+    if values["mail_backend"] == "smtp" and not values["smtp_host"]:
+        raise SettingsError("AMPFLEET_MAIL_BACKEND smtp needs AMPFLEET_SMTP_HOST")
+    if not values["smtp_port"]:
+        values["smtp_port"] = {"starttls": 587, "ssl": 465, "none": 25}[values["smtp_security"]]
     if values["password_kdf"] == PASSWORD_KDF_PROFILES[-1] and not values["testing"]:
         raise SettingsError("AMPFLEET_PASSWORD_KDF: the test profile needs AMPFLEET_TESTING=true")
     return values

@@ -56,6 +56,9 @@ PUBLIC = {
     ("post", "/api/v1/auth/token"),
     ("post", "/api/v1/auth/revoke"),
     ("get", "/api/v1/auth/jwks"),
+    # The invitation's secret (from the e-mailed link) is the credential of these two.
+    ("get", "/api/v1/invitations/{invitation_id}/accept"),
+    ("post", "/api/v1/invitations/{invitation_id}/accept"),
 }
 AUTHENTICATED_ONLY = {("get", "/api/v1/auth/me")}
 

@@ -40,7 +40,14 @@ from tests.helpers import Client, Tenant
 
 MAX_ID = 2**31 - 1  # ids are 32-bit on MariaDB
 HUGE = 99999999999999999999  # more than 64 bits
-PUBLIC = {"POST /api/v1/auth/token", "POST /api/v1/auth/revoke", "GET /api/v1/auth/jwks"}
+PUBLIC = {
+    "POST /api/v1/auth/token",
+    "POST /api/v1/auth/revoke",
+    "GET /api/v1/auth/jwks",
+    # The invitation's secret (from the e-mailed link) is the credential of these two.
+    "GET /api/v1/invitations/{invitation_id}/accept",
+    "POST /api/v1/invitations/{invitation_id}/accept",
+}
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
 # A field the schema refuses: 422 for JSON and queries, 400 for the OAuth2 form endpoints.
@@ -139,6 +146,8 @@ class World:
     tenant: Tenant
     path_values: dict[str, str]  # path parameter -> an existing record's id
     body_ids: dict[str, int]  # body property -> an existing record's id
+    # required query parameter -> a value that works (an invitation's secret)
+    query_values: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def path_for(self, operation: Operation) -> str:
         missing = set(operation.params("path")) - set(self.path_values)
@@ -161,8 +170,24 @@ def world(app: Flask, admin: Client, tenant: Tenant) -> World:
         {"name": f"role-{suffix}", "organization_id": tenant.id, "permissions": ["devices:read"]},
     )
     user, _ = tenant.user("operator")
+    card = admin.created(
+        "/cards", {"uid": f"C{suffix}", "user_id": user["id"], "organization_id": tenant.id}
+    )
     api_client = admin.created(
         "/clients", {"name": f"client-{suffix}", "organization_id": tenant.id}
+    )
+    invitation = admin.created(
+        f"/devices/{device['id']}/invitations",
+        {"email": f"invitee-{suffix}@bad-input.test", "level": "guest"},
+    )
+    # The app mails through the console backend: its outbox holds the link with the secret.
+    (mailed,) = [
+        m for m in app.extensions["ampfleet.mailer"].outbox if invitation["email"] in m["To"]
+    ]
+    secret = str(mailed.get_body(("plain",)).get_content()).split("?secret=")[1].split()[0]
+    tariff = admin.created(
+        "/tariffs",
+        {"name": f"tariff-{suffix}", "price_per_kwh": "0.3000", "organization_id": tenant.id},
     )
     entries = admin.get("/audit-log", query_string={"organization_id": tenant.id}).get_json()
     assert entries, "the setup above should have been audited"
@@ -183,14 +208,22 @@ def world(app: Flask, admin: Client, tenant: Tenant) -> World:
             "entry_id": str(entries[0]["id"]),
             # GET /devices/{id}/commands/{command_id} has no query: any id serves as example.
             "command_id": "no-such-command",
+            "card_id": str(card["id"]),
+            "invitation_id": invitation["id"],
+            "tariff_id": str(tariff["id"]),
+            # No route under /sessions/{id} takes a body: any id serves as example.
+            "session_id": "no-such-session",
         },
         body_ids={
             "organization_id": tenant.id,
             "site_id": site["id"],
             "device_group_id": group["id"],
             "role_id": role["id"],
+            "user_id": user["id"],
             "value": 16,  # PUT /devices/{id}/parameters/max_current_a: any JSON, 6-32 here
+            "price_per_kwh": "0.3000",  # POST /tariffs: a decimal string
         },
+        query_values={"secret": secret},
     )
 
 
@@ -627,7 +660,7 @@ def query_values(prop: dict[str, Any]) -> list[tuple[str, str]]:
     return values
 
 
-def required_query(operation: Any) -> dict[str, str]:
+def required_query(operation: Any, world: World) -> dict[str, str]:
     """Valid values of the required query parameters (e.g. a telemetry range's start)."""
     query = {}
     for parameter in operation.parameters:
@@ -636,6 +669,8 @@ def required_query(operation: Any) -> dict[str, str]:
         name, prop = parameter["name"], parameter.get("schema", {})
         if prop.get("format") == "date-time":
             query[name] = "2026-01-01T00:00:00Z"
+        elif name in world.query_values:
+            query[name] = world.query_values[name]
         else:
             raise AssertionError(f"{operation.label}: no example for required query {name}")
     return query
@@ -649,7 +684,7 @@ def test_query_parameters_with_bad_values_are_refused_naming_the_parameter(
     assert len(operations) >= 9
     for operation in operations:
         path = world.path_for(operation)
-        base = required_query(operation)
+        base = required_query(operation, world)
         control = world.admin.get(path, query_string=base)
         if control.status_code != 200:
             probe.failures.append(f"{operation.label}: control got {control.status_code}")
@@ -697,8 +732,8 @@ def test_unknown_ids_in_paths_answer_404(client: Client, world: World) -> None:
         if operation.media_type == JSON and operation.body is not None:
             # A valid body (and no If-Match): only the unknown record may be the problem.
             body = {"data": encoded(valid_body(operation.body, world)), "content_type": JSON}
-        if required_query(operation):
-            body["query_string"] = required_query(operation)
+        if required_query(operation, world):
+            body["query_string"] = required_query(operation, world)
         for name, prop in operation.params("path").items():
             for what, value in unknown_path_values(prop):
                 path = operation.path({**world.path_values, name: value})
