@@ -366,8 +366,65 @@ def test_rfid_cards_known_unknown_and_disabled(
     asyncio.run(scenario())
 
 
-def test_a_guest_inside_and_outside_the_window_on_ocpp201(
-    platform: Rig, station: Callable[[], Station]
+async def remote_session(
+    cp: Any, version: str, meter: tuple[int, int], transaction: str = "tx-remote"
+) -> str:
+    """What a charger does with the app's start (already asked) and stop: the session's
+    transaction id. ``meter``: the register at the start and at the stop, in Wh."""
+    if version == "1.6":
+        asked = await cp.asked.next_call("RemoteStartTransaction")
+        started = await cp.call(
+            call16.StartTransaction(
+                connector_id=1, id_tag=asked["id_tag"], meter_start=meter[0], timestamp=now(-10)
+            ),
+            suppress=False,
+        )
+        await cp.asked.next_call("RemoteStopTransaction")
+        await cp.call(
+            call16.StopTransaction(
+                meter_stop=meter[1],
+                timestamp=now(),
+                transaction_id=started.transaction_id,
+                reason="Remote",
+            ),
+            suppress=False,
+        )
+        return str(started.transaction_id)
+    asked = await cp.asked.next_call("RequestStartTransaction")
+    await cp.call(
+        call201.TransactionEvent(
+            event_type="Started",
+            timestamp=now(-10),
+            trigger_reason="RemoteStart",
+            seq_no=0,
+            transaction_info={
+                "transaction_id": transaction,
+                "remote_start_id": asked["remote_start_id"],
+            },
+            id_token=asked["id_token"],
+            evse={"id": 1, "connector_id": 1},
+            meter_value=[{"timestamp": now(-10), "sampledValue": [{"value": meter[0]}]}],
+        ),
+        suppress=False,
+    )
+    await cp.asked.next_call("RequestStopTransaction")
+    await cp.call(
+        call201.TransactionEvent(
+            event_type="Ended",
+            timestamp=now(),
+            trigger_reason="RemoteStop",
+            seq_no=1,
+            transaction_info={"transaction_id": transaction, "stopped_reason": "Remote"},
+            meter_value=[{"timestamp": now(), "sampledValue": [{"value": meter[1]}]}],
+        ),
+        suppress=False,
+    )
+    return transaction
+
+
+@pytest.mark.parametrize("version", ["1.6", "2.0.1"])
+def test_a_guest_inside_and_outside_the_window(
+    platform: Rig, station: Callable[[], Station], version: str
 ) -> None:
     charger = station()
     _, owner = platform.owner_of(charger.id)
@@ -388,54 +445,81 @@ def test_a_guest_inside_and_outside_the_window_on_ocpp201(
     )
 
     async def scenario() -> None:
-        async with charger.connect("2.0.1") as cp:
-            await charger.boot(cp, "2.0.1")
+        async with charger.connect(version) as cp:
+            await charger.boot(cp, version)
             refused = await asyncio.to_thread(
                 later.post, f"/devices/{charger.id}/sessions", json={"connector": 1}
             )
             assert refused.status_code in (403, 404), refused.get_json()
             requested = await start_from_app(app, charger.id)
             assert requested["source"] == "guest"
-            asked = await cp.asked.next_call("RequestStartTransaction")
-            await cp.call(
-                call201.TransactionEvent(
-                    event_type="Started",
-                    timestamp=now(-10),
-                    trigger_reason="RemoteStart",
-                    seq_no=0,
-                    transaction_info={
-                        "transaction_id": "tx-guest",
-                        "remote_start_id": asked["remote_start_id"],
-                    },
-                    id_token=asked["id_token"],
-                    evse={"id": 1, "connector_id": 1},
-                    meter_value=[{"timestamp": now(-10), "sampledValue": [{"value": 100}]}],
-                ),
-                suppress=False,
+
+            async def stop_when_active() -> None:
+                await eventually(
+                    lambda: platform.session(app, requested["id"])["state"] == "active",
+                    "active",
+                )
+                assert await stop_from_app(app, requested["id"]) == 202
+
+            transaction, _ = await asyncio.gather(
+                remote_session(cp, version, (100, 180)), stop_when_active()
             )
-            await eventually(
-                lambda: platform.session(app, requested["id"])["state"] == "active", "active"
-            )
-            assert await stop_from_app(app, requested["id"]) == 202
-            await cp.asked.next_call("RequestStopTransaction")
-            await cp.call(
-                call201.TransactionEvent(
-                    event_type="Ended",
-                    timestamp=now(),
-                    trigger_reason="RemoteStop",
-                    seq_no=1,
-                    transaction_info={"transaction_id": "tx-guest", "stopped_reason": "Remote"},
-                    meter_value=[{"timestamp": now(), "sampledValue": [{"value": 180}]}],
-                ),
-                suppress=False,
-            )
-            record = await charger.completed("tx-guest")
+            record = await charger.completed(transaction)
             priced(record, platform, 80.0, "remote")
             assert (record["id"], record["source"], record["user_id"]) == (
                 requested["id"],
                 "guest",
                 guest["id"],
             )
+
+    asyncio.run(scenario())
+
+
+def test_a_session_that_happened_offline_is_reconciled_once_on_ocpp201(
+    platform: Rig, station: Callable[[], Station]
+) -> None:
+    charger = station()
+    owner, _ = platform.owner_of(charger.id)
+    card = platform.card(owner["id"])
+    token = {"id_token": card["uid"], "type": "ISO14443"}
+
+    async def scenario() -> None:
+        async with charger.connect("2.0.1") as cp:
+            await charger.boot(cp, "2.0.1")
+            await cp.asked.next_call("SendLocalList", timeout=30)  # the card, for offline use
+        await eventually(lambda: not platform.online(charger.id), "offline")
+        # Back on line: the transaction it ran offline (E04, ``offline`` set), each message
+        # sent twice, as a station unsure they arrived does.
+        started = call201.TransactionEvent(
+            event_type="Started",
+            timestamp=now(-900),
+            trigger_reason="Authorized",
+            seq_no=0,
+            offline=True,
+            transaction_info={"transaction_id": "tx-offline"},
+            id_token=token,
+            evse={"id": 1, "connector_id": 1},
+            meter_value=[{"timestamp": now(-900), "sampledValue": [{"value": 7_000}]}],
+        )
+        ended = call201.TransactionEvent(
+            event_type="Ended",
+            timestamp=now(-300),
+            trigger_reason="EVCommunicationLost",
+            seq_no=1,
+            offline=True,
+            transaction_info={"transaction_id": "tx-offline", "stopped_reason": "EVDisconnected"},
+            meter_value=[{"timestamp": now(-300), "sampledValue": [{"value": 9_500}]}],
+        )
+        async with charger.connect("2.0.1") as cp:
+            await charger.boot(cp, "2.0.1")
+            for message in (started, started, ended, ended):
+                await cp.call(message, suppress=False)
+            record = await charger.completed("tx-offline")
+            priced(record, platform, 2_500.0, "ev_disconnected")
+            assert record["reconciled"] is True and record["card_id"] == card["id"]
+            assert record["duration_s"] == 600
+            await asyncio.sleep(1)  # room for a second record, were there one
+            assert len(await charger.sessions()) == 1
 
     asyncio.run(scenario())
 
