@@ -15,7 +15,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import pytest
 from flask import Flask
@@ -26,7 +26,7 @@ from cloud.app import create_app
 from cloud.db import get_database
 from cloud.db.migrate import upgrade
 from cloud.devicelink.config_worker import ConfigWorker
-from cloud.devicelink.mqtt import Endpoint, end_session
+from cloud.devicelink.mqtt import Endpoint, ServiceConnection, end_session
 from cloud.identity.seed import ensure_admin, sync_catalogue
 from cloud.settings import Settings
 from tests.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, Client, Tenant
@@ -39,29 +39,51 @@ from tests.services.mosquitto import Mosquitto
 AppFactory = Callable[..., Flask]
 
 
+class Worker(Protocol):
+    """What the device-link workers have in common, for ``running_worker``."""
+
+    connection: ServiceConnection
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+W = TypeVar("W", bound=Worker)
+
+
 @contextlib.contextmanager
-def running_config_worker(link: Link, data_dir: Path) -> Iterator[ConfigWorker]:
-    """A config worker on ``link``'s broker, connected; its sweep waits an hour (tests sweep it
-    by hand), and its broker session is ended afterwards so no later test shares its traffic."""
-    client_id = f"config-{secrets.token_hex(4)}"
-    worker = ConfigWorker(
+def running_worker(
+    link: Link, kind: Callable[..., W], name: str, data_dir: Path, **options: Any
+) -> Iterator[W]:
+    """A device-link worker of ``kind`` (status, config, charging, ...) on ``link``'s broker,
+    connected; its broker session is ended afterwards so no later test shares its traffic."""
+    client_id = f"{name}-{secrets.token_hex(4)}"
+    worker = kind(
         get_database(link.app),
         link.endpoint(),
         client_id,
         data_dir,
         shared_subscriptions=link.kind == "mosquitto",
-        sweep_interval=3600,
+        **options,
     )
     worker.start()
     try:
         deadline = time.monotonic() + 20
         while not worker.connection.connected.is_set():
-            assert time.monotonic() < deadline, "config worker did not connect"
+            assert time.monotonic() < deadline, f"{name} worker did not connect"
             time.sleep(0.05)
         yield worker
     finally:
         worker.stop()
         end_session(link.endpoint(), client_id)
+
+
+def running_config_worker(
+    link: Link, data_dir: Path
+) -> contextlib.AbstractContextManager[ConfigWorker]:
+    """A config worker on ``link``'s broker; its sweep waits an hour (tests sweep it by hand)."""
+    return running_worker(link, ConfigWorker, "config", data_dir, sweep_interval=3600)
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,8 @@ bridge passed it on as ``ocpp_reason``), so that nothing the charger said is los
 
 from __future__ import annotations
 
+from cloud.ocpp.uplink import STOP_REASONS as OCPP_STOP_REASONS
+
 REMOTE = "remote"
 LOCAL = "local"
 EV_DISCONNECTED = "ev_disconnected"
@@ -30,9 +32,12 @@ STOP_REASONS = (
 
 MAX_CHARGER_REASON = 64  # ChargingSession.charger_reason
 
-# Keys are normalised (lower case, no "_", "-" or spaces), so "EVDisconnected" (OCPP) and
-# "ev_disconnected" (contract 14) are one key.
-_BY_KEY: dict[str, str] = {
+def _key(reason: str) -> str:
+    """Lower case, without "_", "-" or spaces: "ev_disconnected" and "EV-Disconnected" match."""
+    return "".join(c for c in reason.lower() if c not in "_- ")
+
+
+_CONTRACT: dict[str, str] = {
     # contract 14 (native firmware, and the bridge's normalised ``reason``)
     "remote": REMOTE,
     "local": LOCAL,
@@ -43,26 +48,13 @@ _BY_KEY: dict[str, str] = {
     "deauthorized": CARD_REFUSED,  # the contract's word for the cloud's card_refused
     "cardrefused": CARD_REFUSED,
     "other": OTHER,
-    # OCPP 1.6 (7.39 Reason) and 2.0.1 (ReasonEnumType), where they differ from the above
-    "unlockcommand": REMOTE,  # UnlockConnector from the central system ends the transaction
-    "masterpass": LOCAL,  # 2.0.1: a master card stopped it at the charger
-    "localoutofcredit": LOCAL,
-    "stoppedbyev": EV_DISCONNECTED,  # 2.0.1: the EV side ended it
-    "timelimitreached": SCHEDULE_END,  # 2.0.1: a charging profile's time limit
-    "emergencystop": FAULT,
-    "groundfault": FAULT,
-    "overcurrentfault": FAULT,
-    "powerquality": FAULT,
-    "reboot": POWER_LOSS,
-    "hardreset": POWER_LOSS,
-    "softreset": POWER_LOSS,
-    "immediatereset": POWER_LOSS,
-    # EnergyLimitReached, SOCLimitReached, Timeout and anything new fall to ``other``.
 }
-
-
-def _key(reason: str) -> str:
-    return "".join(c for c in reason.lower() if c not in "_- ")
+# OCPP reasons (an ``ocpp_reason`` alone) go through the bridge's own translation into the
+# contract's words: one table for the protocol, kept where the protocol is translated.
+_BY_KEY: dict[str, str] = {
+    **{_key(ocpp): _CONTRACT[_key(word)] for ocpp, word in OCPP_STOP_REASONS.items()},
+    **_CONTRACT,
+}
 
 
 def known(reason: str | None) -> bool:

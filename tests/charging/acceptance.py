@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import queue
 import secrets
-import time
 from collections.abc import Callable, Iterator
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
@@ -20,16 +20,15 @@ from cloud.charging import authorization
 from cloud.charging.authorization import MqttAuthListPublisher
 from cloud.commands.publisher import MqttCommandPublisher
 from cloud.configuration.publisher import MqttPublisher
-from cloud.db import get_database
-from cloud.devicelink.mqtt import end_session
 from cloud.devicelink.status_worker import StatusWorker
 from cloud.mail.backends import EXTENSION as MAILER
 from cloud.mail.backends import open_mailer
 from firmware.core import contract
+from tests.charging import test_worker
 from tests.charging.test_invitations import accept, anonymous, invite, mailed_link
 from tests.charging.test_worker import running_charging_worker
 from tests.helpers import PASSWORD, Client
-from tests.link import Link, running_config_worker
+from tests.link import Link, running_config_worker, running_worker
 from tests.mqtt import Mqtt
 from tests.services.smtp import SmtpServer, mail_settings
 
@@ -42,15 +41,8 @@ PUBLISHERS = {
 }
 
 
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = TIMEOUT) -> Any:
-    """Poll ``condition`` until it returns something truthy; that value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+# The one polling helper of the charging tests, with room for a charger's reconnect back-off.
+wait_for = functools.partial(test_worker.wait_for, timeout=TIMEOUT)
 
 
 def expected_cost(energy_wh: float, price: str = PRICE) -> int:
@@ -168,26 +160,6 @@ class Rig:
 
 
 @contextlib.contextmanager
-def running_status_worker(link: Link, data_dir: Path) -> Iterator[StatusWorker]:
-    """The status worker on ``link``'s broker (online/offline from statuses and wills)."""
-    client_id = f"status-{secrets.token_hex(4)}"
-    worker = StatusWorker(
-        get_database(link.app),
-        link.endpoint(),
-        client_id,
-        data_dir,
-        shared_subscriptions=link.kind == "mosquitto",
-    )
-    worker.start()
-    try:
-        wait_for(worker.connection.connected.is_set, "the status worker's connection")
-        yield worker
-    finally:
-        worker.stop()
-        end_session(link.endpoint(), client_id)
-
-
-@contextlib.contextmanager
 def rig(link: Link, smtp: SmtpServer, data_dir: Path) -> Iterator[Rig]:
     """The platform of one test: publishers and mail on ``link``'s broker and ``smtp``, the
     config and charging workers running, a tariff for the organization."""
@@ -202,7 +174,7 @@ def rig(link: Link, smtp: SmtpServer, data_dir: Path) -> Iterator[Rig]:
     )
     try:
         with (
-            running_status_worker(link, data_dir / "status"),
+            running_worker(link, StatusWorker, "status", data_dir / "status"),
             running_config_worker(link, data_dir / "config"),
             running_charging_worker(link, data_dir / "charging"),
             link.service() as observer,

@@ -26,10 +26,9 @@ from cloud.charging.models import (
 )
 from cloud.charging.worker import ChargingWorker
 from cloud.db import get_database, utcnow
-from cloud.devicelink.mqtt import end_session
 from firmware.core import contract
 from tests.charging.test_sessions import now_ms, started, stopped
-from tests.link import Link
+from tests.link import Link, running_worker
 
 TIMEOUT = 20.0
 
@@ -93,26 +92,11 @@ def completed(link: Link, device_id: str, count: int = 1) -> list[ChargingSessio
 @contextlib.contextmanager
 def running_charging_worker(link: Link, data_dir: Path, **options: Any) -> Iterator[ChargingWorker]:
     """A charging worker on ``link``'s broker, subscribed; its periodic round waits an hour
-    (tests call ``refresh`` themselves), and its broker session is ended afterwards so that no
-    later test shares its traffic."""
-    client_id = f"charging-{secrets.token_hex(4)}"
-    worker = ChargingWorker(
-        get_database(link.app),
-        link.endpoint(),
-        client_id,
-        data_dir,
-        shared_subscriptions=link.kind == "mosquitto",
-        refresh_interval=3600,
-        **options,
-    )
-    worker.start()
-    try:
-        wait_for(worker.connection.connected.is_set, "the charging worker's connection")
+    (tests call ``refresh`` themselves)."""
+    options.setdefault("refresh_interval", 3600)
+    with running_worker(link, ChargingWorker, "charging", data_dir, **options) as worker:
         _wait_subscribed(link, worker)
         yield worker
-    finally:
-        worker.stop()
-        end_session(link.endpoint(), client_id)
 
 
 def _wait_subscribed(link: Link, worker: ChargingWorker) -> None:

@@ -24,6 +24,7 @@ from tests.link import Link
 from tests.ocpp.chargers import basic, connected
 from tests.ocpp.support import eventually
 from tests.ocpp.test_ocpp16 import now
+from tests.ocpp.test_ocpp201 import energy
 from tests.services.smtp import SmtpServer
 
 
@@ -170,14 +171,7 @@ def test_app_start_stop_and_the_ev_unplugged_on_ocpp201(
                     },
                     id_token=asked["id_token"],
                     evse=evse,
-                    meter_value=[
-                        {
-                            "timestamp": now(-60),
-                            "sampledValue": [
-                                {"value": 5_000, "context": "Transaction.Begin"},
-                            ],
-                        }
-                    ],
+                    meter_value=[energy(5_000, -60, context="Transaction.Begin")],
                 ),
                 suppress=False,
             )
@@ -195,12 +189,7 @@ def test_app_start_stop_and_the_ev_unplugged_on_ocpp201(
                     trigger_reason="RemoteStop",
                     seq_no=1,
                     transaction_info={"transaction_id": "tx-app", "stopped_reason": "Remote"},
-                    meter_value=[
-                        {
-                            "timestamp": now(),
-                            "sampledValue": [{"value": 5_600, "context": "Transaction.End"}],
-                        }
-                    ],
+                    meter_value=[energy(5_600, 0, context="Transaction.End")],
                 ),
                 suppress=False,
             )
@@ -217,12 +206,7 @@ def test_app_start_stop_and_the_ev_unplugged_on_ocpp201(
                     seq_no=2,
                     transaction_info={"transaction_id": "tx-e09"},
                     evse=evse,
-                    meter_value=[
-                        {
-                            "timestamp": now(-30),
-                            "sampledValue": [{"value": 6_000, "context": "Transaction.Begin"}],
-                        }
-                    ],
+                    meter_value=[energy(6_000, -30, context="Transaction.Begin")],
                 ),
                 suppress=False,
             )
@@ -236,12 +220,7 @@ def test_app_start_stop_and_the_ev_unplugged_on_ocpp201(
                         "transaction_id": "tx-e09",
                         "stopped_reason": "EVDisconnected",
                     },
-                    meter_value=[
-                        {
-                            "timestamp": now(),
-                            "sampledValue": [{"value": 6_250, "context": "Transaction.End"}],
-                        }
-                    ],
+                    meter_value=[energy(6_250, 0, context="Transaction.End")],
                 ),
                 suppress=False,
             )
@@ -291,7 +270,7 @@ def test_rfid_cards_known_unknown_and_disabled(
             )
             return str(started.transaction_id)
         token = {"id_token": uid, "type": "ISO14443"}
-        begin = [{"timestamp": now(-20), "sampledValue": [{"value": 2_000}]}]
+        begin = [energy(2_000, -20)]
         await cp.call(
             call201.TransactionEvent(
                 event_type="Started",
@@ -305,7 +284,7 @@ def test_rfid_cards_known_unknown_and_disabled(
             ),
             suppress=False,
         )
-        end = [{"timestamp": now(), "sampledValue": [{"value": 2_400}]}]
+        end = [energy(2_400, 0)]
         await cp.call(
             call201.TransactionEvent(
                 event_type="Ended",
@@ -403,7 +382,7 @@ async def remote_session(
             },
             id_token=asked["id_token"],
             evse={"id": 1, "connector_id": 1},
-            meter_value=[{"timestamp": now(-10), "sampledValue": [{"value": meter[0]}]}],
+            meter_value=[energy(meter[0], -10)],
         ),
         suppress=False,
     )
@@ -415,7 +394,7 @@ async def remote_session(
             trigger_reason="RemoteStop",
             seq_no=1,
             transaction_info={"transaction_id": transaction, "stopped_reason": "Remote"},
-            meter_value=[{"timestamp": now(), "sampledValue": [{"value": meter[1]}]}],
+            meter_value=[energy(meter[1], 0)],
         ),
         suppress=False,
     )
@@ -499,7 +478,7 @@ def test_a_session_that_happened_offline_is_reconciled_once_on_ocpp201(
             transaction_info={"transaction_id": "tx-offline"},
             id_token=token,
             evse={"id": 1, "connector_id": 1},
-            meter_value=[{"timestamp": now(-900), "sampledValue": [{"value": 7_000}]}],
+            meter_value=[energy(7_000, -900)],
         )
         ended = call201.TransactionEvent(
             event_type="Ended",
@@ -508,7 +487,7 @@ def test_a_session_that_happened_offline_is_reconciled_once_on_ocpp201(
             seq_no=1,
             offline=True,
             transaction_info={"transaction_id": "tx-offline", "stopped_reason": "EVDisconnected"},
-            meter_value=[{"timestamp": now(-300), "sampledValue": [{"value": 9_500}]}],
+            meter_value=[energy(9_500, -300)],
         )
         async with charger.connect("2.0.1") as cp:
             await charger.boot(cp, "2.0.1")
