@@ -32,6 +32,7 @@ STOP_REASONS = (
 
 MAX_CHARGER_REASON = 64  # ChargingSession.charger_reason
 
+
 def _key(reason: str) -> str:
     """Lower case, without "_", "-" or spaces: "ev_disconnected" and "EV-Disconnected" match."""
     return "".join(c for c in reason.lower() if c not in "_- ")
