@@ -101,23 +101,24 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
 
 
 def _blueprints() -> list[Any]:
-    from cloud.audit.api import audit
-    from cloud.charging.access_api import charger_access, invitations_blp
-    from cloud.charging.api import charging_sessions, device_sessions, tariffs
-    from cloud.charging.cards_api import cards
-    from cloud.charging.reports_api import billing_reports, session_history
-    from cloud.commands.api import device_commands
-    from cloud.configuration.api import device_parameters, group_parameters
-    from cloud.devices.api import devices
-    from cloud.devices.credentials_api import credentials
-    from cloud.devices.groups_api import device_groups
-    from cloud.identity.api_auth import auth
-    from cloud.identity.api_clients import clients
-    from cloud.identity.api_roles import permissions, roles
-    from cloud.identity.api_users import users
-    from cloud.ocpp.api import ocpp_chargers
-    from cloud.organizations.api import organizations, sites
-    from cloud.telemetry.api import fleet, telemetry
+    from cloud.api.access.cards import cards
+    from cloud.api.access.routes import charger_access, invitations_blp
+    from cloud.api.audit.routes import audit
+    from cloud.api.billing.reports import billing_reports, session_history
+    from cloud.api.billing.tariffs import tariffs
+    from cloud.api.charging.routes import charging_sessions, device_sessions
+    from cloud.api.commands.routes import device_commands
+    from cloud.api.configuration.routes import device_parameters, group_parameters
+    from cloud.api.devices.credentials import credentials
+    from cloud.api.devices.groups import device_groups
+    from cloud.api.devices.routes import devices
+    from cloud.api.identity.auth import auth
+    from cloud.api.identity.clients import clients
+    from cloud.api.identity.roles import permissions, roles
+    from cloud.api.identity.users import users
+    from cloud.api.ocpp.routes import ocpp_chargers
+    from cloud.api.organizations.routes import organizations, sites
+    from cloud.api.telemetry.routes import fleet, telemetry
 
     return [
         auth,

@@ -1,19 +1,15 @@
 """Every record model, imported in one place so the metadata (and Alembic) sees them all."""
 
+from cloud.access.models import AuthorizationList, Invitation, RfidCard
 from cloud.audit.models import AuditEntry
-from cloud.charging.models import (
-    AuthorizationList,
-    ChargerAccess,
-    ChargingSession,
-    Invitation,
-    RfidCard,
-    Tariff,
-)
+from cloud.billing.models import Tariff
+from cloud.charging.models import ChargingSession
 from cloud.commands.models import DeviceCommand
 from cloud.configuration.models import ConfigChange, DeviceConfiguration
 from cloud.db import Base
 from cloud.devices.credentials import DeviceCredential
 from cloud.devices.models import Device, DeviceGroup, DeviceStatus, device_group_members
+from cloud.identity.grants import ChargerAccess
 from cloud.identity.models import (
     ApiClient,
     Permission,

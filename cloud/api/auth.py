@@ -89,3 +89,41 @@ def requires(permission: str) -> Callable[[F], F]:
         return wrapper  # type: ignore[return-value]
 
     return decorator
+
+
+def requires_any(*permissions: str) -> Callable[[F], F]:
+    """Route decorator: the caller must hold one of ``permissions`` somewhere (the view then
+    scopes what each one shows)."""
+
+    def decorator(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            principal = current_principal()
+            if not any(principal.may(p) for p in permissions):
+                wanted = " or ".join(permissions)
+                fail(
+                    403,
+                    message=f"this needs one of the permissions {wanted}",
+                    errors={"permission": list(permissions)},
+                )
+            return func(*args, **kwargs)
+
+        doc = copy.deepcopy(getattr(wrapper, "_apidoc", {}))
+        manual = doc.setdefault("manual_doc", {})
+        first, others = permissions[0], permissions[1:]
+        alternatives = " or ".join(f"`{p}`" for p in others)
+        manual["security"] = [{"bearerAuth": []}]
+        manual["x-required-permission"] = first
+        manual["x-alternative-permissions"] = list(others)
+        manual["description"] = (
+            manual.get("description", "")
+            + f"\n\nRequires the permission `{first}` (or {alternatives}, which shows less)."
+        ).strip()
+        responses = doc.setdefault("response", {}).setdefault("responses", {})
+        responses.setdefault(401, []).append("UNAUTHORIZED")
+        responses.setdefault(403, []).append("FORBIDDEN")
+        wrapper._apidoc = doc  # type: ignore[attr-defined]
+        wrapper.required_permission = permissions[0]  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return decorator

@@ -46,8 +46,11 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from cloud.charging import reasons, tariffs
-from cloud.charging.authorization import may_charge
+from cloud.access.authlists import may_charge
+from cloud.access.models import RfidCard
+from cloud.billing import tariffs
+from cloud.billing.models import Tariff
+from cloud.charging import reasons
 from cloud.charging.events import (
     ChargingError,
     Refused,
@@ -55,13 +58,7 @@ from cloud.charging.events import (
     Stopped,
     parse_event,
 )
-from cloud.charging.models import (
-    ChargingSession,
-    RfidCard,
-    SessionSource,
-    SessionState,
-    Tariff,
-)
+from cloud.charging.models import ChargingSession, SessionSource, SessionState
 from cloud.commands.models import DeviceCommand
 from cloud.commands.service import request_command
 from cloud.devices.models import Device, DeviceStatus

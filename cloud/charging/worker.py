@@ -16,7 +16,7 @@ again sees the winner's row and does nothing. Malformed events are counted, logg
 
 Every ``refresh_interval`` seconds a round marks FAILED the app starts that never began and
 republishes the local authorization lists of the chargers where a guest's window opened or
-closed since the last round (``cloud.charging.authorization.refresh_authorization_lists``), and
+closed since the last round (``cloud.access.authlists.refresh_authorization_lists``), and
 those a broker outage kept from being published (``authorization.sweep``).
 """
 
@@ -37,16 +37,16 @@ from prometheus_client import Counter
 from sqlalchemy import or_, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 
-from cloud.charging import authorization, events, sessions
-from cloud.charging.models import ChargerAccess
+from cloud.access import authlists as authorization
+from cloud.charging import events, sessions
 from cloud.commands import service as commands
 from cloud.commands.publisher import ConnectionCommandPublisher
 from cloud.db import Database, utcnow
+from cloud.devicelink import metrics
 from cloud.devicelink.mqtt import Endpoint, ServiceConnection, shared
+from cloud.devicelink.rejects import Rejected, RejectLog
 from cloud.devices.models import Device
-from cloud.ingest import metrics
-from cloud.ingest.core import Rejected
-from cloud.ingest.rejects import RejectLog
+from cloud.identity.grants import ChargerAccess
 from firmware.core import contract
 
 log = logging.getLogger(__name__)

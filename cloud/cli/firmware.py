@@ -378,7 +378,7 @@ def mac_command(port: str, baud: int, dry_run: bool) -> None:
     if dry_run:
         click.echo(shlex.join(command))
         return
-    from cloud.devices.schemas import normalise_mac
+    from cloud.api.devices.schemas import normalise_mac
 
     try:
         mac = flashing.parse_mac(_run(command, capture=True))

@@ -102,7 +102,7 @@ def status(client_id: str | None, metrics_port: int | None) -> None:
     """Keep each device's online/offline state and last-seen time from its status topic."""
     from cloud.db import Database
     from cloud.devicelink.mqtt import service_endpoint
-    from cloud.devicelink.status_worker import StatusWorker
+    from cloud.devices.status_worker import StatusWorker
 
     settings = load_settings()
     status_worker = StatusWorker(
@@ -140,8 +140,8 @@ def config(
     """Store the configuration devices report and resolve pending configuration changes."""
     import datetime as dt
 
+    from cloud.configuration.worker import ConfigWorker
     from cloud.db import Database
-    from cloud.devicelink.config_worker import ConfigWorker
     from cloud.devicelink.mqtt import service_endpoint
 
     settings = load_settings()

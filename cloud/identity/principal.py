@@ -18,9 +18,9 @@ from collections.abc import Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cloud.charging.models import AccessLevel, ChargerAccess
 from cloud.db import MAX_ID
 from cloud.identity import InvalidTokenError
+from cloud.identity.grants import AccessLevel, ChargerAccess
 from cloud.identity.models import ApiClient, Role, RoleAssignment, User
 from cloud.identity.permissions import PLATFORM_ADMIN
 from cloud.identity.tokens import Claims

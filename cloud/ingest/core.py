@@ -2,34 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
-
+from cloud.devicelink.rejects import Rejected
 from cloud.telemetry.store import RESERVED_NAMES, Sample
 from firmware.core import contract
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Rejected:
-    """Why a message was refused: a reason code (a metric label) and the field, if one."""
-
-    reason: str
-    field: str | None
-    detail: str
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class StatusUpdate:
-    """A device's connection state as it announced it (or its last will did)."""
-
-    device_id: str
-    online: bool
-    ts_ms: int | None
-    firmware_version: str | None
-    schema: str | None = None  # the parameter schema the firmware runs: ``ac22-3p.3``
-
-
 class Decoder:
-    """Decodes device messages under the contract's size and clock rules."""
+    """Decodes telemetry messages under the contract's size and clock rules."""
 
     def __init__(self, max_bytes: int, max_skew_ms: int) -> None:
         self.max_bytes = max_bytes
@@ -53,14 +32,3 @@ class Decoder:
         if reserved:
             return Rejected("unstorable", f"values.{min(reserved)}", "reserved parameter name")
         return Sample(device_id, t.node, t.ts, t.seq, values)
-
-    def status(self, topic: str, payload: bytes, now_ms: int) -> StatusUpdate | Rejected:
-        """A status update, or why not."""
-        try:
-            device_id, channel = contract.parse_topic(topic)
-            if channel != contract.STATUS:
-                raise contract.ContractError("bad_topic", None, f"not status: {channel}")
-            s = contract.decode_status(payload, now_ms, self.max_bytes, self.max_skew_ms)
-        except contract.ContractError as exc:
-            return Rejected(exc.reason, exc.field, str(exc))
-        return StatusUpdate(device_id, s.state == "online", s.ts, s.fw, s.schema)

@@ -1,18 +1,11 @@
-"""Prometheus metrics of the device-link workers."""
+"""Prometheus metrics of the ingest worker (the shared message counters are re-exported)."""
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-RECEIVED = Counter("ampfleet_messages_received_total", "Device messages received.", ["channel"])
-REJECTED = Counter(
-    "ampfleet_messages_rejected_total", "Device messages rejected.", ["channel", "reason"]
-)
-FLAGGED = Counter(
-    "ampfleet_values_flagged_total",
-    "Telemetry values the device's parameter schema refused (the rest of the sample is stored).",
-    ["reason"],
-)
+from cloud.devicelink.metrics import FLAGGED, RECEIVED, REJECTED
+
 UNCHECKED = Counter(
     "ampfleet_samples_unchecked_total",
     "Samples stored without a schema check: unknown device or family, or the registry down.",
@@ -30,4 +23,16 @@ BATCH_SECONDS = Histogram(
 )
 QUEUE_DEPTH = Gauge("ampfleet_ingest_queue_depth", "Samples waiting in the ingest queue.")
 SPOOL_DEPTH = Gauge("ampfleet_ingest_spool_batches", "Batches waiting in the durable spool.")
-DEVICES_ONLINE = Gauge("ampfleet_devices_online", "Devices whose last status is online.")
+
+__all__ = [
+    "BATCH_SECONDS",
+    "FLAGGED",
+    "QUEUE_DEPTH",
+    "RECEIVED",
+    "REJECTED",
+    "SPOOLED",
+    "SPOOL_DEPTH",
+    "STORE_ERRORS",
+    "UNCHECKED",
+    "WRITTEN",
+]

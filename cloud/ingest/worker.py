@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 
 from cloud.devicelink.mqtt import Endpoint, shared
+from cloud.devicelink.rejects import Rejected, RejectLog
 from cloud.ingest import metrics
-from cloud.ingest.core import Decoder, Rejected
+from cloud.ingest.core import Decoder
 from cloud.ingest.families import FamilyDirectory
 from cloud.ingest.receiver import Receiver
-from cloud.ingest.rejects import RejectLog
 from cloud.ingest.spool import Spool
 from cloud.telemetry.store import (
     Sample,

@@ -16,11 +16,11 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
-from cloud.charging import authorization
-from cloud.charging.authorization import MqttAuthListPublisher
+from cloud.access import authlists as authorization
+from cloud.access.authlists import MqttAuthListPublisher
 from cloud.commands.publisher import MqttCommandPublisher
 from cloud.configuration.publisher import MqttPublisher
-from cloud.devicelink.status_worker import StatusWorker
+from cloud.devices.status_worker import StatusWorker
 from cloud.mail.backends import EXTENSION as MAILER
 from cloud.mail.backends import open_mailer
 from firmware.core import contract

@@ -14,8 +14,8 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from cloud.charging import authorization
-from cloud.charging.authorization import MqttAuthListPublisher
+from cloud.access import authlists as authorization
+from cloud.access.authlists import MqttAuthListPublisher
 from cloud.mail.backends import EXTENSION as MAILER
 from cloud.mail.backends import open_mailer
 from firmware.core import contract

@@ -16,10 +16,11 @@ from flask import Flask
 from sqlalchemy import select
 
 from cloud.charging import sessions
-from cloud.charging.models import AccessLevel, ChargerAccess, ChargingSession, SessionState
+from cloud.charging.models import ChargingSession, SessionState
 from cloud.commands.publisher import MqttCommandPublisher
 from cloud.db import utcnow
 from cloud.devices.models import Device
+from cloud.identity.grants import AccessLevel, ChargerAccess
 from firmware.core import contract
 from tests.charging.test_sessions import (
     Records,

@@ -18,8 +18,8 @@ from prometheus_client import REGISTRY
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from cloud.charging import authorization
-from cloud.charging.authorization import (
+from cloud.access import authlists as authorization
+from cloud.access.authlists import (
     MqttAuthListPublisher,
     authorization_tokens,
     may_charge,
@@ -27,9 +27,10 @@ from cloud.charging.authorization import (
     refresh_for_user,
     sweep,
 )
-from cloud.charging.models import AccessLevel, AuthorizationList, ChargerAccess, RfidCard
+from cloud.access.models import AuthorizationList, RfidCard
 from cloud.db import get_database
 from cloud.devices.models import Device
+from cloud.identity.grants import AccessLevel, ChargerAccess
 from firmware.core import contract
 from tests.helpers import Client, Tenant
 from tests.link import Link

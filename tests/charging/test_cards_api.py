@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from cloud.charging import authorization
+from cloud.access import authlists as authorization
 from tests.charging.test_authorization import Recorder
 from tests.helpers import Client, Tenant
 

@@ -14,8 +14,9 @@ import pytest
 from flask import Flask
 from sqlalchemy import update
 
-from cloud.charging.models import ChargerAccess, Invitation
+from cloud.access.models import Invitation
 from cloud.db import get_database
+from cloud.identity.grants import ChargerAccess
 from cloud.mail.backends import EXTENSION as MAILER
 from cloud.mail.smtp import SmtpMailer
 from tests.helpers import PASSWORD, Client, Tenant

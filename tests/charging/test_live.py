@@ -19,7 +19,7 @@ from prometheus_client import REGISTRY
 from werkzeug.serving import make_server
 
 from cloud.charging import live
-from cloud.charging.models import AccessLevel
+from cloud.identity.grants import AccessLevel
 from cloud.telemetry.store import Sample
 from tests.charging.test_api_sessions import grant, running
 from tests.charging.test_sessions import Records, charger_id, event, now_ms, started, stopped

@@ -17,14 +17,10 @@ import pytest
 from flask import Flask
 from sqlalchemy import select, update
 
+from cloud.access.models import RfidCard
+from cloud.billing.models import Tariff
 from cloud.charging import events, sessions
-from cloud.charging.models import (
-    ChargingSession,
-    RfidCard,
-    SessionSource,
-    SessionState,
-    Tariff,
-)
+from cloud.charging.models import ChargingSession, SessionSource, SessionState
 from cloud.charging.worker import ChargingWorker
 from cloud.commands.models import CommandState, DeviceCommand
 from cloud.db import Database, get_database, utcnow

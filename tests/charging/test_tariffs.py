@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from cloud.charging import tariffs
-from cloud.charging.tariffs import TariffError, Window
+from cloud.billing import tariffs
+from cloud.billing.tariffs import TariffError, Window
 
 UTC = dt.UTC
 ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata"]

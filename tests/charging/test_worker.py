@@ -17,15 +17,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
-from cloud.charging.models import (
-    AccessLevel,
-    ChargerAccess,
-    ChargingSession,
-    RfidCard,
-    SessionState,
-)
+from cloud.access.models import RfidCard
+from cloud.charging.models import ChargingSession, SessionState
 from cloud.charging.worker import ChargingWorker
 from cloud.db import get_database, utcnow
+from cloud.identity.grants import AccessLevel, ChargerAccess
 from firmware.core import contract
 from tests.charging.test_sessions import now_ms, started, stopped
 from tests.link import Link, running_worker

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from cloud.commands.publisher import MqttCommandPublisher
+from cloud.configuration.worker import ConfigWorker
 from cloud.db import utcnow
-from cloud.devicelink.config_worker import ConfigWorker
 from firmware.core import contract
 from tests.helpers import Client
 from tests.ingest.test_pipeline import endpoint, wait_for

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from cloud.configuration.publisher import MqttPublisher
+from cloud.configuration.worker import ConfigWorker
 from cloud.db import utcnow
-from cloud.devicelink.config_worker import ConfigWorker
 from cloud.devicelink.mqtt import Endpoint
 from firmware.core import contract
 from tests.configuration.device_sim import SimulatedDevice

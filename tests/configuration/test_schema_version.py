@@ -15,8 +15,8 @@ from flask import Flask
 import parameters
 from cloud.db import get_database
 from cloud.devicelink.mqtt import Endpoint, end_session
-from cloud.devicelink.status_worker import StatusWorker
-from cloud.ingest.core import StatusUpdate
+from cloud.devices.status import StatusUpdate
+from cloud.devices.status_worker import StatusWorker
 from tests.configuration.device_sim import SimulatedDevice
 from tests.helpers import Client, Tenant
 from tests.ingest.test_pipeline import endpoint, wait_for

@@ -177,7 +177,7 @@ def test_a_device_is_deleted_even_when_the_broker_is_down(
     previous = app.extensions.get(EXTENSION)
     app.extensions[EXTENSION] = MqttPublisher(dead, timeout=1.0)
     try:
-        with caplog.at_level(logging.WARNING, logger="cloud.devices.api"):
+        with caplog.at_level(logging.WARNING, logger="cloud.api.devices.routes"):
             assert tenant.admin.delete(f"/devices/{device['id']}").status_code == 204
     finally:
         app.extensions[EXTENSION] = previous

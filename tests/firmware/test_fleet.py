@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from cloud.devicelink.config_worker import ConfigWorker
+from cloud.configuration.worker import ConfigWorker
 from cloud.ingest import metrics
 from cloud.ingest.worker import IngestWorker
 from firmware.host.fleet import Fleet

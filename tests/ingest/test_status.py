@@ -10,7 +10,7 @@ import pytest
 
 from cloud.db import get_database
 from cloud.devicelink.mqtt import end_session
-from cloud.devicelink.status_worker import StatusWorker
+from cloud.devices.status_worker import StatusWorker
 from firmware.core import contract
 from tests.helpers import Client
 from tests.ingest.test_pipeline import endpoint, wait_for

@@ -19,10 +19,10 @@ from broker.mosquitto.provisioner import MosquittoProvisioner
 from broker.registry import active_accounts, device_ids
 from cloud.commands.publisher import MqttCommandPublisher
 from cloud.configuration.publisher import MqttPublisher
+from cloud.configuration.worker import ConfigWorker
 from cloud.db import get_database
-from cloud.devicelink.config_worker import ConfigWorker
 from cloud.devicelink.mqtt import Endpoint, end_session
-from cloud.devicelink.status_worker import StatusWorker
+from cloud.devices.status_worker import StatusWorker
 from cloud.ingest.families import FamilyDirectory
 from cloud.ingest.worker import IngestWorker
 from cloud.ocpp.worker import OcppWorker

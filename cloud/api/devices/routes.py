@@ -1,0 +1,191 @@
+"""REST resources: /devices."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+from flask.views import MethodView
+from sqlalchemy import Select, or_, select
+
+from cloud.api.auth import current_principal, requires
+from cloud.api.blueprint import Blueprint
+from cloud.api.devices.schemas import DeviceQuerySchema, DeviceSchema, DeviceUpdateSchema
+from cloud.api.errors import field_error, forbidden, not_found
+from cloud.api.records import commit, ensure_unique
+from cloud.api.scoping import device_clause, target_org
+from cloud.audit.service import changes, record
+from cloud.configuration.publisher import app_publisher
+from cloud.db import request_session
+from cloud.devices.models import TRANSITIONS, Device, device_group_members
+from cloud.organizations.models import Site
+
+log = logging.getLogger(__name__)
+
+devices = Blueprint(
+    "devices",
+    __name__,
+    url_prefix="/devices",
+    description="The device registry: native and OCPP chargers.",
+)
+
+
+def get_device(device_id: str, permission: str) -> Device:
+    """A device where ``permission`` holds (org-wide, by site or by group); 404 if unseen."""
+    session = request_session()
+    device = session.scalar(select(Device).where(Device.id == device_id, device_clause(permission)))
+    if device is None:
+        if permission != "devices:read" and session.scalar(
+            select(Device.id).where(Device.id == device_id, device_clause("devices:read"))
+        ):
+            forbidden(permission)
+        not_found("device")
+    return device
+
+
+def _check_site(site_id: int | None, organization_id: int) -> None:
+    if site_id is None:
+        return
+    site = request_session().get(Site, site_id)
+    if site is None or site.organization_id != organization_id:
+        field_error("site_id", "unknown site in the device's organization")
+
+
+@devices.route("")
+class Devices(MethodView):
+    @requires("devices:read")
+    @devices.arguments(DeviceQuerySchema, location="query")
+    @devices.response(200, DeviceSchema(many=True))
+    @devices.paginated()
+    def get(self, query: dict[str, Any]) -> Select[Any]:
+        """Search devices by serial, MAC, family, state, protocol, site, group or text."""
+        stmt = select(Device).where(device_clause("devices:read"))
+        for column in (
+            "serial",
+            "mac",
+            "hardware_family",
+            "state",
+            "protocol",
+            "organization_id",
+            "site_id",
+        ):
+            if column in query:
+                stmt = stmt.where(getattr(Device, column) == query[column])
+        if "group_id" in query:
+            stmt = stmt.where(
+                Device.id.in_(
+                    select(device_group_members.c.device_id).where(
+                        device_group_members.c.group_id == query["group_id"]
+                    )
+                )
+            )
+        if "q" in query:
+            pattern = "%" + query["q"].replace("%", r"\%").replace("_", r"\_") + "%"
+            stmt = stmt.where(
+                or_(
+                    *(
+                        column.like(pattern, escape="\\")
+                        for column in (Device.id, Device.serial, Device.name)
+                    )
+                )
+            )
+        return stmt.order_by(Device.id)
+
+    @requires("devices:create")
+    @devices.arguments(DeviceSchema)
+    @devices.response(201, DeviceSchema)
+    def post(self, data: dict[str, Any]) -> Device:
+        """Register a device."""
+        data["organization_id"] = target_org(data["organization_id"], "devices:create")
+        data["id"] = data["id"] or "af-" + secrets.token_hex(6)
+        for field in ("id", "serial", "mac"):
+            ensure_unique(Device, field, data[field])
+        _check_site(data["site_id"], data["organization_id"])
+        device = Device(**data)
+        session = request_session()
+        session.add(device)
+        session.flush()
+        record(
+            session,
+            current_principal(),
+            "device.create",
+            "device",
+            device.id,
+            device.organization_id,
+            {"serial": device.serial, "mac": device.mac, "hardware_family": device.hardware_family},
+        )
+        commit()
+        return device
+
+
+@devices.route("/<string(maxlength=64):device_id>", endpoint="Device")
+class DeviceItem(MethodView):
+    @requires("devices:read")
+    @devices.etag
+    @devices.response(200, DeviceSchema)
+    def get(self, device_id: str) -> Device:
+        """Read a device."""
+        return get_device(device_id, "devices:read")
+
+    @requires("devices:update")
+    @devices.etag
+    @devices.arguments(DeviceUpdateSchema)
+    @devices.response(200, DeviceSchema)
+    def patch(self, data: dict[str, Any], device_id: str) -> Device:
+        """Update a device's name, site, family, firmware version or lifecycle state."""
+        device = get_device(device_id, "devices:update")
+        devices.check_etag(device, DeviceSchema)
+        if "site_id" in data:
+            _check_site(data["site_id"], device.organization_id)
+        new_state = data.get("state")
+        if new_state not in (None, device.state) and new_state not in TRANSITIONS[device.state]:
+            allowed = ", ".join(sorted(s.value for s in TRANSITIONS[device.state])) or "none"
+            field_error(
+                "state",
+                f"cannot go from {device.state.value} to {new_state.value}; allowed: {allowed}",
+                status=409,
+            )
+        diff = changes(device, data)
+        if diff:
+            record(
+                request_session(),
+                current_principal(),
+                "device.update",
+                "device",
+                device.id,
+                device.organization_id,
+                diff,
+            )
+        commit()
+        return device
+
+    @requires("devices:delete")
+    @devices.etag
+    @devices.response(204)
+    def delete(self, device_id: str) -> None:
+        """Delete a device from the registry (decommission it instead to keep its history).
+
+        Its retained desired configuration is cleared on the broker too, so that a device
+        registered again under the same id starts from nothing.
+        """
+        device = get_device(device_id, "devices:delete")
+        devices.check_etag(device, DeviceSchema)
+        session = request_session()
+        deleted_id = device.id  # as stored (a case-insensitive collation may match another case)
+        record(
+            session,
+            current_principal(),
+            "device.delete",
+            "device",
+            device.id,
+            device.organization_id,
+            {"serial": device.serial},
+        )
+        session.delete(device)
+        commit()
+        # After the commit, best effort: the record is gone whatever the broker says.
+        if not app_publisher().clear(deleted_id):
+            log.warning(
+                "retained config/desired of deleted device %s left on the broker", deleted_id
+            )

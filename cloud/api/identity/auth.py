@@ -1,0 +1,132 @@
+"""REST resources: /auth (OAuth2 token endpoint, revocation, JWKS, the caller)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+from urllib.parse import unquote
+
+from flask import Response, current_app, jsonify, request
+from flask.views import MethodView
+from flask_smorest import abort
+
+from cloud.api.auth import current_principal, token_service
+from cloud.api.blueprint import Blueprint
+from cloud.api.identity.schemas import (
+    MeSchema,
+    RevokeRequestSchema,
+    TokenRequestSchema,
+    TokenResponseSchema,
+)
+from cloud.db import request_session
+from cloud.identity import GrantError
+from cloud.identity.principal import Principal
+from cloud.identity.services import Authenticator, IssuedTokens
+
+auth = Blueprint(
+    "auth",
+    __name__,
+    url_prefix="/auth",
+    description="OAuth2 tokens (RFC 6749), revocation (RFC 7009), signing keys.",
+)
+
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def authenticator() -> Authenticator:
+    """The app's authenticator."""
+    service: Authenticator = current_app.extensions["ampfleet.authenticator"]
+    return service
+
+
+def _basic_credentials() -> tuple[str, str] | None:
+    """client_secret_basic (RFC 6749 section 2.3.1): form-urlencoded id and secret."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    client_id, sep, secret = decoded.partition(":")
+    return (unquote(client_id), unquote(secret)) if sep else None
+
+
+def _refuse(exc: GrantError) -> Any:
+    headers = dict(_NO_STORE)
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="ampfleet"'
+    # The one error body, plus RFC 6749's error and error_description for OAuth2 clients.
+    abort(exc.status, message=exc.description, errors={"error": exc.error}, headers=headers)
+
+
+@auth.route("/token")
+class Token(MethodView):
+    @auth.arguments(TokenRequestSchema, location="form", error_status_code=400)
+    @auth.response(200, TokenResponseSchema, headers=None)
+    @auth.alt_response(400, response="BAD_REQUEST")
+    @auth.alt_response(401, response="UNAUTHORIZED")
+    def post(self, form: dict[str, Any]) -> Any:
+        """Get an access token: password, client_credentials or refresh_token grant.
+
+        Public route. Send `application/x-www-form-urlencoded`; clients may authenticate with
+        HTTP Basic or form fields. Access tokens are RS256 JWTs (see /auth/jwks).
+        """
+        session = request_session()
+        service = authenticator()
+        try:
+            issued = self._grant(service, session, form)
+        except GrantError as exc:
+            session.rollback()
+            _refuse(exc)
+        session.commit()
+        body = {k: v for k, v in vars(issued).items() if v is not None}
+        return body, 200, _NO_STORE
+
+    @staticmethod
+    def _grant(service: Authenticator, session: Any, form: dict[str, Any]) -> IssuedTokens:
+        grant = form["grant_type"]
+        if grant == "password":
+            if not form.get("username") or not form.get("password"):
+                raise GrantError("invalid_request", "username and password are required")
+            return service.password_grant(session, form["username"], form["password"])
+        if grant == "client_credentials":
+            creds = _basic_credentials() or (form.get("client_id"), form.get("client_secret"))
+            if not creds[0] or not creds[1]:
+                raise GrantError(
+                    "invalid_client", "client_id and client_secret are required", status=401
+                )
+            return service.client_credentials_grant(session, creds[0], creds[1])
+        if not form.get("refresh_token"):
+            raise GrantError("invalid_request", "refresh_token is required")
+        return service.refresh_grant(session, form["refresh_token"])
+
+
+@auth.route("/revoke")
+class Revoke(MethodView):
+    @auth.arguments(RevokeRequestSchema, location="form", error_status_code=400)
+    @auth.response(200)
+    def post(self, form: dict[str, Any]) -> Any:
+        """Revoke a refresh token and every token rotated from it (sign out). Public route."""
+        session = request_session()
+        authenticator().revoke(session, form["token"])
+        session.commit()
+        return "", 200, _NO_STORE
+
+
+@auth.route("/jwks")
+class Jwks(MethodView):
+    @auth.response(200)
+    def get(self) -> Response:
+        """The JSON Web Key Set that verifies our access tokens. Public route."""
+        return jsonify(token_service().key.jwks())
+
+
+@auth.route("/me")
+class Me(MethodView):
+    @auth.response(200, MeSchema)
+    @auth.doc(security=[{"bearerAuth": []}])
+    def get(self) -> Principal:
+        """The caller and what it holds where. Needs only a valid token."""
+        return current_principal()

@@ -1,0 +1,92 @@
+"""``ampfleet worker status``: who is online, from the retained status topic and last wills."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+from paho.mqtt.client import MQTTMessage
+from sqlalchemy import func, select
+
+from cloud.db import Database, utcnow
+from cloud.devicelink.metrics import RECEIVED
+from cloud.devicelink.mqtt import Endpoint, ServiceConnection, shared
+from cloud.devicelink.rejects import Rejected, RejectLog
+from cloud.devices.models import Device, DeviceStatus
+from cloud.devices.status import DEVICES_ONLINE, StatusDecoder, StatusUpdate
+from firmware.core import contract
+
+log = logging.getLogger(__name__)
+
+
+class StatusWorker:
+    """Keeps ``device_status`` equal to what devices announce."""
+
+    def __init__(
+        self,
+        database: Database,
+        endpoint: Endpoint,
+        client_id: str,
+        data_dir: Path,
+        shared_subscriptions: bool,
+        max_payload_bytes: int = 16384,
+        max_skew_ms: int = 300_000,
+    ) -> None:
+        self.database = database
+        self.decoder = StatusDecoder(max_payload_bytes, max_skew_ms)
+        self.rejects = RejectLog(data_dir / "rejected.jsonl")
+        topic = shared(contract.topic("+", contract.STATUS), "status", shared_subscriptions)
+        self.connection = ServiceConnection(endpoint, client_id, [(topic, 1)], self._on_message)
+        self.updates = 0
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Connect and follow status messages."""
+        self._refresh_gauge()
+        self.connection.start()
+
+    def stop(self) -> None:
+        """Disconnect."""
+        self.connection.stop()
+        self.rejects.close()
+
+    def _on_message(self, message: MQTTMessage) -> None:
+        RECEIVED.labels(contract.STATUS).inc()
+        if not message.payload:
+            return  # a retained status being cleared: nothing to record
+        payload = bytes(message.payload)
+        result = self.decoder.status(message.topic, payload, int(time.time() * 1000))
+        if isinstance(result, Rejected):
+            self.rejects.reject(contract.STATUS, message.topic, payload, result)
+            return
+        self.apply(result)
+
+    def apply(self, update: StatusUpdate) -> None:
+        """Record one status update (unknown devices are counted and ignored)."""
+        now = utcnow()
+        with self._lock, self.database.transaction() as session:
+            if session.get(Device, update.device_id) is None:
+                why = Rejected("unknown_device", None, "no such device in the registry")
+                self.rejects.reject(contract.STATUS, update.device_id, b"", why)
+                return
+            status = session.get(DeviceStatus, update.device_id)
+            if status is None:
+                status = DeviceStatus(device_id=update.device_id, online=not update.online)
+                session.add(status)
+            if status.online != update.online:
+                status.online = update.online
+                status.changed_at = now
+            status.last_seen_at = now
+            if update.firmware_version:
+                status.reported_firmware = update.firmware_version
+            if update.schema:
+                status.reported_schema = update.schema
+            self.updates += 1
+        self._refresh_gauge()
+
+    def _refresh_gauge(self) -> None:
+        with self.database.transaction() as session:
+            online = session.scalar(select(func.count()).where(DeviceStatus.online.is_(True)))
+        DEVICES_ONLINE.set(online or 0)
