@@ -30,10 +30,10 @@ from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session
 from amqtt.utils import gen_client_id
 
-from broker.accounts import bridge_password, service_password
 from broker.amqtt_plugins import IDENTITY, session_identity
 from broker.registry import DeviceRegistry, Identity
 from cloud.db import Database
+from cloud.devicelink.accounts import bridge_password, service_password
 from cloud.identity.passwords import SecretHasher
 from cloud.settings import Settings, SettingsError
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, jsonify, send_from_directory
+from flask import Flask, g, jsonify, request, send_from_directory
 from flask_smorest import Api
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
@@ -16,6 +16,7 @@ from cloud import __version__
 from cloud.api import metrics
 from cloud.api.auth import SECURITY_SCHEME
 from cloud.api.errors import register_error_handlers
+from cloud.audit.service import ORIGIN, Origin
 from cloud.db import MAX_ID, Database
 from cloud.identity.keys import SigningKey
 from cloud.identity.passwords import SecretHasher
@@ -95,6 +96,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     for blueprint in _blueprints():
         api.register_blueprint(blueprint, url_prefix=API_PREFIX + blueprint.url_prefix)
     register_error_handlers(app)
+    _track_origin(app)
     _register_well_known(app, tokens)
     metrics.init_app(app)
     return app
@@ -104,8 +106,8 @@ def _blueprints() -> list[Any]:
     from cloud.api.access.cards import cards
     from cloud.api.access.routes import charger_access, invitations_blp
     from cloud.api.audit.routes import audit
-    from cloud.api.billing.reports import billing_reports, session_history
     from cloud.api.billing.tariffs import tariffs
+    from cloud.api.charging.reports import billing_reports, session_history
     from cloud.api.charging.routes import charging_sessions, device_sessions
     from cloud.api.commands.routes import device_commands
     from cloud.api.configuration.routes import device_parameters, group_parameters
@@ -185,3 +187,18 @@ def _register_well_known(app: Flask, tokens: TokenService) -> None:
     @app.get(f"{API_PREFIX}/docs/static/<path:filename>")
     def swagger_static(filename: str) -> Any:
         return send_from_directory(swagger_ui_bundle.swagger_ui_path, filename)
+
+
+def _track_origin(app: Flask) -> None:
+    """Tell the audit log where each request comes from (``cloud.audit.service.ORIGIN``)."""
+
+    @app.before_request
+    def enter() -> None:
+        origin = Origin(request.remote_addr, (request.user_agent.string or "")[:256] or None)
+        g.audit_origin = ORIGIN.set(origin)
+
+    @app.teardown_request
+    def leave(_exc: BaseException | None) -> None:
+        token = g.pop("audit_origin", None)
+        if token is not None:
+            ORIGIN.reset(token)

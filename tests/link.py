@@ -20,12 +20,12 @@ from typing import Any, Protocol, TypeVar
 import pytest
 from flask import Flask
 
-from broker.accounts import service_password
 from broker.registry import active_accounts, device_ids
 from cloud.app import create_app
 from cloud.configuration.worker import ConfigWorker
 from cloud.db import get_database
 from cloud.db.migrate import upgrade
+from cloud.devicelink.accounts import service_password
 from cloud.devicelink.mqtt import Endpoint, ServiceConnection, end_session
 from cloud.identity.seed import ensure_admin, sync_catalogue
 from cloud.settings import Settings

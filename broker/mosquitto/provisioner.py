@@ -28,11 +28,11 @@ from urllib.parse import urlsplit
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from broker.accounts import admin_password, bridge_password, service_password
 from broker.admin import DeviceAccount, ResyncReport
 from broker.errors import BrokerCommandError, BrokerUnavailable
 from broker.mosquitto import dynsec
 from broker.mosquitto.dynsec import Acl, ClientState, Command
+from cloud.devicelink.accounts import admin_password, bridge_password, service_password
 from cloud.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)

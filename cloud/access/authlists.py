@@ -34,21 +34,19 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from typing import Protocol, TypeVar
 
-from flask import current_app
 from prometheus_client import Counter
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from cloud.access.models import AuthorizationList, RfidCard
-from cloud.api.scoping import scope_device_clause
 from cloud.configuration.publisher import MqttPublisher
 from cloud.db import utcnow
-from cloud.devicelink.mqtt import Endpoint, service_endpoint
+from cloud.devicelink.mqtt import Endpoint
 from cloud.devices.models import Device
 from cloud.identity.grants import AccessLevel, ChargerAccess
 from cloud.identity.models import Role, User
 from cloud.identity.principal import Principal, Scope, access_of, grants_of, in_window
-from cloud.settings import Settings
+from cloud.identity.scoping import scope_device_clause
 from firmware.core import contract
 
 log = logging.getLogger(__name__)
@@ -96,16 +94,6 @@ class MqttAuthListPublisher:
         return self._mqtt._publish(
             [message(device_id, payload)], f"authorization list of {device_id}"
         )
-
-
-def app_publisher() -> AuthListPublisher:
-    """The app's authorization-list publisher (the service account on ``broker_url``)."""
-    found: AuthListPublisher | None = current_app.extensions.get(EXTENSION)
-    if found is None:
-        settings: Settings = current_app.extensions["ampfleet.settings"]
-        found = MqttAuthListPublisher(service_endpoint(settings))
-        current_app.extensions[EXTENSION] = found
-    return found
 
 
 # --- who may charge ---------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cloud.access.authlists import app_publisher, refresh_for_user
+from cloud.access.authlists import AuthListPublisher, refresh_for_user
 from cloud.devices.models import Device
 from cloud.identity.grants import AccessLevel, ChargerAccess
 from cloud.identity.principal import Principal
@@ -122,7 +122,7 @@ def describe(row: ChargerAccess) -> dict[str, Any]:
     }
 
 
-def refresh_lists(session: Session, user_id: int) -> None:
+def refresh_lists(session: Session, user_id: int, publisher: AuthListPublisher) -> None:
     """Recompute (and publish) the local authorization lists ``user_id``'s access may touch,
     after a committed access change; best effort: a failure is logged, not raised.
 
@@ -130,7 +130,7 @@ def refresh_lists(session: Session, user_id: int) -> None:
     unpublished, and the authorization sweep sends it later (cloud.charging.authorization).
     """
     try:
-        refresh_for_user(session, user_id, app_publisher())
+        refresh_for_user(session, user_id, publisher)
     except Exception:  # the committed change stands; the request must not fail after it
         session.rollback()
         log.exception(

@@ -1,4 +1,5 @@
-"""Object-level scoping: which organization's records a caller may see or change.
+"""Object-level scoping of the current request's caller (the SQL lives in
+``cloud.identity.scoping``): which organization's records it may see or change.
 
 Records out of the caller's scope answer 404, not 403: one organization must not learn what
 another has (the API behaves as if the record did not exist).
@@ -8,14 +9,13 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, false, or_, select, true
+from sqlalchemy import ColumnElement
 from sqlalchemy.orm import InstrumentedAttribute
 
 from cloud.api.auth import current_principal
 from cloud.api.errors import field_error, forbidden, not_found
 from cloud.db import request_session
-from cloud.devices.models import Device, device_group_members
-from cloud.identity.principal import Scope
+from cloud.identity.scoping import scope_device_clause, scope_org_clause
 from cloud.organizations.models import Organization
 
 T = TypeVar("T")
@@ -23,35 +23,13 @@ T = TypeVar("T")
 
 def org_clause(column: InstrumentedAttribute[Any], permission: str) -> ColumnElement[bool]:
     """SQL condition: the record's organization is one where ``permission`` holds org-wide."""
-    orgs = current_principal().scope(permission).orgs
-    if orgs is None:
-        return true()
-    return column.in_(orgs) if orgs else false()
+    return scope_org_clause(column, current_principal().scope(permission))
 
 
 def device_clause(permission: str) -> ColumnElement[bool]:
     """SQL condition: the device is in scope org-wide, through its site, through a group, or
     as one the caller owns or is a guest of (ChargerAccess)."""
     return scope_device_clause(current_principal().scope(permission))
-
-
-def scope_device_clause(scope: Scope) -> ColumnElement[bool]:
-    """``device_clause`` for any scope, not only the caller's (a card holder's, for one)."""
-    if scope.orgs is None:
-        return true()
-    conditions: list[ColumnElement[bool]] = []
-    if scope.orgs:
-        conditions.append(Device.organization_id.in_(scope.orgs))
-    if scope.sites:
-        conditions.append(Device.site_id.in_(scope.sites))
-    if scope.groups:
-        members = select(device_group_members.c.device_id).where(
-            device_group_members.c.group_id.in_(scope.groups)
-        )
-        conditions.append(Device.id.in_(members))
-    if scope.devices:
-        conditions.append(Device.id.in_(sorted(scope.devices)))
-    return or_(*conditions) if conditions else false()
 
 
 def get_scoped(

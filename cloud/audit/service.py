@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import contextvars
+import dataclasses
 from typing import Any
 
-from flask import has_request_context, request
 from sqlalchemy.orm import Session
 
 from cloud.audit.models import AuditEntry
 from cloud.identity.principal import Principal
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Origin:
+    """Where the change came from: the client address and agent of an HTTP request."""
+
+    source_ip: str | None
+    user_agent: str | None
+
+
+# Set by the HTTP layer for the length of a request (cloud.app), unset in workers and the CLI:
+# the audit log records the origin without this domain knowing about Flask.
+ORIGIN: contextvars.ContextVar[Origin | None] = contextvars.ContextVar("audit_origin", default=None)
 
 
 def record(
@@ -31,9 +45,10 @@ def record(
         object_id=str(object_id),
         details=details or {},
     )
-    if has_request_context():
-        entry.source_ip = request.remote_addr
-        entry.user_agent = (request.user_agent.string or "")[:256] or None
+    origin = ORIGIN.get()
+    if origin is not None:
+        entry.source_ip = origin.source_ip
+        entry.user_agent = origin.user_agent
     session.add(entry)
     return entry
 

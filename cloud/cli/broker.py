@@ -145,8 +145,8 @@ def mosquitto_config(
     account with their passwords (settings, or the generated ones in the data directory),
     hashed. Mosquitto owns it from its first start: it is never overwritten.
     """
-    from broker.accounts import admin_password, service_password
     from broker.mosquitto.config import MosquittoConfig, initial_dynsec, render, write_dynsec
+    from cloud.devicelink.accounts import admin_password, service_password
 
     settings = load_settings()
     dynsec_file = Path(data_dir) / "dynamic-security.json"

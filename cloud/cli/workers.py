@@ -219,8 +219,8 @@ def ocpp(
     one bridge per profile, and as many per profile as the load needs behind a TCP load
     balancer: each receives the commands of the chargers it holds from the broker.
     """
-    from broker.accounts import bridge_password
     from cloud.db import Database
+    from cloud.devicelink.accounts import bridge_password
     from cloud.devicelink.mqtt import Endpoint
     from cloud.ocpp.worker import OcppWorker
 

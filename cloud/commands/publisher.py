@@ -10,14 +10,10 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from flask import current_app
-
-from cloud.configuration.publisher import ConnectionPublisher, MqttPublisher
-from cloud.devicelink.mqtt import service_endpoint
-from cloud.settings import Settings
+from cloud.devicelink.publisher import ShortLivedPublisher, WorkerPublisher
 from firmware.core import contract
 
-EXTENSION = "ampfleet.command_publisher"  # where an app keeps its publisher (tests swap it)
+EXTENSION = "ampfleet.command_publisher"  # where an app keeps its publisher (cloud.api.publishers)
 
 
 class CommandPublisher(Protocol):
@@ -39,7 +35,7 @@ def message(
     return contract.topic(device_id, contract.CMD), payload, False
 
 
-class MqttCommandPublisher(MqttPublisher):
+class MqttCommandPublisher(ShortLivedPublisher):
     """A short-lived connection per command, as the service account."""
 
     def send_command(
@@ -50,7 +46,7 @@ class MqttCommandPublisher(MqttPublisher):
         return self._publish(batch, f"command {name} {command_id} to {device_id}")
 
 
-class ConnectionCommandPublisher(ConnectionPublisher):
+class ConnectionCommandPublisher(WorkerPublisher):
     """Publishes through a worker's long-lived connection."""
 
     def send_command(
@@ -59,13 +55,3 @@ class ConnectionCommandPublisher(ConnectionPublisher):
         """Publish; True once the broker acknowledged it."""
         batch = [message(device_id, command_id, name, args, expires_ms)]
         return self._publish(batch, f"re-send of command {command_id}")
-
-
-def app_command_publisher() -> CommandPublisher:
-    """The app's command publisher (the service account on ``broker_url``)."""
-    found: CommandPublisher | None = current_app.extensions.get(EXTENSION)
-    if found is None:
-        settings: Settings = current_app.extensions["ampfleet.settings"]
-        found = MqttCommandPublisher(service_endpoint(settings))
-        current_app.extensions[EXTENSION] = found
-    return found

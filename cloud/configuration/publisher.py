@@ -16,22 +16,15 @@ subscribes later is handed a stale desired set.
 from __future__ import annotations
 
 import logging
-import secrets
-import ssl
-import threading
 from typing import Any, Protocol
 
-import paho.mqtt.client as mqtt
-from flask import current_app
-
-from cloud.devicelink.mqtt import Endpoint, ServiceConnection, service_endpoint
-from cloud.settings import Settings
+from cloud.devicelink.publisher import ShortLivedPublisher, WorkerPublisher
 from firmware.core import contract
 
 log = logging.getLogger(__name__)
 
 APPLY_COMMAND = "config.apply"
-EXTENSION = "ampfleet.config_publisher"  # where an app keeps its publisher (tests swap it)
+EXTENSION = "ampfleet.config_publisher"  # where an app keeps its publisher (cloud.api.publishers)
 
 
 class DesiredPublisher(Protocol):
@@ -74,23 +67,9 @@ def clearing(device_id: str) -> tuple[str, bytes, bool]:
     return contract.topic(device_id, contract.CONFIG_DESIRED), b"", True
 
 
-def app_publisher() -> DesiredPublisher:
-    """The app's desired-document publisher (the service account on ``broker_url``)."""
-    found: DesiredPublisher | None = current_app.extensions.get(EXTENSION)
-    if found is None:
-        settings: Settings = current_app.extensions["ampfleet.settings"]
-        found = MqttPublisher(service_endpoint(settings))
-        current_app.extensions[EXTENSION] = found
-    return found
-
-
-class MqttPublisher:
-    """A short-lived paho connection per send, as the service account: the API needs no
+class MqttPublisher(ShortLivedPublisher):
+    """A short-lived connection per send, as the service account: the API needs no
     long-lived broker connection per gunicorn worker for an occasional configuration change."""
-
-    def __init__(self, endpoint: Endpoint, timeout: float = 3.0) -> None:
-        self.endpoint = endpoint
-        self.timeout = timeout
 
     def send(self, device_id: str, version: int, values: dict[str, Any], change_id: str) -> bool:
         """Connect, publish both messages at QoS 1, wait for the PUBACKs, disconnect."""
@@ -103,58 +82,9 @@ class MqttPublisher:
         """Connect, publish the empty retained document at QoS 1, wait for the PUBACK."""
         return self._publish([clearing(device_id)], f"clearing of {device_id}'s desired config")
 
-    def _publish(self, batch: list[tuple[str, bytes, bool]], what: str) -> bool:
-        connected = threading.Event()
-        outcome: list[Any] = []
-        client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=f"{self.endpoint.username}-config-{secrets.token_hex(4)}",
-            protocol=mqtt.MQTTv311,
-            clean_session=True,
-        )
-        client.username_pw_set(self.endpoint.username, self.endpoint.password)
-        if self.endpoint.tls:
-            client.tls_set(
-                ca_certs=self.endpoint.ca_file or None, tls_version=ssl.PROTOCOL_TLS_CLIENT
-            )
-        client.connect_timeout = self.timeout
 
-        def on_connect(_c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-            outcome.append(reason)
-            connected.set()
-
-        client.on_connect = on_connect
-        try:
-            client.connect(self.endpoint.host, self.endpoint.port, keepalive=30)
-        except OSError as exc:
-            log.warning("broker unreachable, %s not sent: %s", what, exc)
-            return False
-        client.loop_start()
-        try:
-            if not connected.wait(self.timeout) or outcome[0].is_failure:
-                log.warning("broker refused or did not answer; %s not sent", what)
-                return False
-            infos = [
-                client.publish(topic, payload, qos=1, retain=retain)
-                for topic, payload, retain in batch
-            ]
-            for info in infos:
-                info.wait_for_publish(self.timeout)
-            return all(info.is_published() for info in infos)
-        except (RuntimeError, ValueError, OSError) as exc:
-            log.warning("%s not sent: %s", what, exc)
-            return False
-        finally:
-            client.disconnect()
-            client.loop_stop()
-
-
-class ConnectionPublisher:
+class ConnectionPublisher(WorkerPublisher):
     """Publishes through a worker's long-lived connection (the config worker's re-sends)."""
-
-    def __init__(self, connection: ServiceConnection, timeout: float = 5.0) -> None:
-        self.connection = connection
-        self.timeout = timeout
 
     def send(self, device_id: str, version: int, values: dict[str, Any], change_id: str) -> bool:
         """Publish both messages; True once the broker acknowledged them."""
@@ -165,18 +95,3 @@ class ConnectionPublisher:
     def clear(self, device_id: str) -> bool:
         """Publish the empty retained document; True once the broker acknowledged it."""
         return self._publish([clearing(device_id)], f"clearing of {device_id}'s desired config")
-
-    def _publish(self, batch: list[tuple[str, bytes, bool]], what: str) -> bool:
-        if not self.connection.connected.is_set():
-            return False
-        try:
-            infos = [
-                self.connection.publish(topic, payload, qos=1, retain=retain)
-                for topic, payload, retain in batch
-            ]
-            for info in infos:
-                info.wait_for_publish(self.timeout)
-            return all(info.is_published() for info in infos)
-        except (RuntimeError, ValueError, OSError) as exc:
-            log.warning("%s failed: %s", what, exc)
-            return False

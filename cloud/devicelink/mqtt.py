@@ -47,7 +47,7 @@ class Endpoint:
 
 def service_endpoint(settings: Settings) -> Endpoint:
     """The broker endpoint of the cloud's service account (API publishers and workers)."""
-    from broker.accounts import service_password
+    from cloud.devicelink.accounts import service_password
 
     return Endpoint.from_url(
         settings.broker_url,

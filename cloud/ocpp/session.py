@@ -64,8 +64,7 @@ from ocpp.v201 import call_result as result201
 from ocpp.v201.enums import Action as Action201
 from websockets.protocol import State
 
-from cloud.api.ocpp import schemas
-from cloud.ocpp import UnsupportedCommandError, metrics
+from cloud.ocpp import UnsupportedCommandError, metrics, schemas
 from cloud.ocpp.authorization import (
     ACCEPTED,
     INVALID,

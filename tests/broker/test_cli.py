@@ -76,7 +76,7 @@ def test_resync_reports_an_unreachable_broker(env: Path, monkeypatch: pytest.Mon
 
 
 def test_generated_broker_secrets_are_private_and_stable(tmp_path: Path) -> None:
-    from broker.accounts import load_or_create_secret, service_password
+    from cloud.devicelink.accounts import load_or_create_secret, service_password
     from cloud.settings import Settings
 
     settings = Settings.load({"data_dir": tmp_path / "data"})

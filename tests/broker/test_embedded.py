@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from broker.accounts import service_password
 from broker.embedded import broker_config, listen_address, make_registry
 from cloud.db import Database
+from cloud.devicelink.accounts import service_password
 from cloud.settings import Settings, SettingsError
 from tests.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, Client, Tenant
 from tests.link import AppFactory, app_settings, link_settings

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from cloud.billing.reports import CSV_COLUMNS, BillingRow, month_of
 from cloud.charging.models import ChargingSession, SessionSource, SessionState
+from cloud.charging.reports import CSV_COLUMNS, BillingRow, month_of
 from cloud.db import get_database, utcnow
 from tests.helpers import Client, Tenant
 

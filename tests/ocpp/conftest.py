@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from broker.accounts import bridge_password
 from broker.mosquitto.provisioner import MosquittoProvisioner
 from broker.registry import active_accounts, device_ids
 from cloud.commands.publisher import MqttCommandPublisher
 from cloud.configuration.publisher import MqttPublisher
 from cloud.configuration.worker import ConfigWorker
 from cloud.db import get_database
+from cloud.devicelink.accounts import bridge_password
 from cloud.devicelink.mqtt import Endpoint, end_session
 from cloud.devices.status_worker import StatusWorker
 from cloud.ingest.families import FamilyDirectory

@@ -16,7 +16,7 @@ import pytest
 from ocpp.exceptions import OCPPError
 from ocpp.messages import Call, CallResult, _validate_payload
 
-from cloud.api.ocpp import schemas
+from cloud.ocpp import schemas
 
 ROOT = Path(ocpp.__file__).parent
 Path_ = tuple[str | int, ...]

@@ -24,6 +24,7 @@ from cloud.api.access.card_schemas import CardQuerySchema, CardSchema, CardUpdat
 from cloud.api.auth import current_principal, requires
 from cloud.api.blueprint import Blueprint
 from cloud.api.errors import field_error, forbidden, not_found
+from cloud.api.publishers import auth_list_publisher
 from cloud.api.records import commit, ensure_unique
 from cloud.api.scoping import org_clause, target_org
 from cloud.audit.service import changes, record
@@ -78,7 +79,7 @@ def _refresh_lists(user_id: int) -> None:
     the card change stands, and a list left unpublished is sent by the next refresh."""
     session = request_session()
     try:
-        authorization.refresh_for_user(session, user_id, authorization.app_publisher())
+        authorization.refresh_for_user(session, user_id, auth_list_publisher())
     except SQLAlchemyError:
         session.rollback()
         log.exception("authorization lists after a card change of user %s not refreshed", user_id)

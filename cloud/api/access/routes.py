@@ -40,6 +40,7 @@ from cloud.api.auth import current_principal, requires
 from cloud.api.blueprint import Blueprint
 from cloud.api.devices.routes import get_device
 from cloud.api.errors import fail, field_error, not_found
+from cloud.api.publishers import auth_list_publisher
 from cloud.api.records import commit
 from cloud.api.scoping import device_clause
 from cloud.audit.service import record
@@ -126,7 +127,7 @@ def _user_id(principal: Principal) -> int | None:
 
 
 def _refresh(user_id: int) -> None:
-    access.refresh_lists(request_session(), user_id)
+    access.refresh_lists(request_session(), user_id, auth_list_publisher())
 
 
 @charger_access.route("/<string(maxlength=64):device_id>/access", endpoint="AccessList")

@@ -34,6 +34,7 @@ from cloud.api.charging.schemas import (
 )
 from cloud.api.devices.routes import get_device
 from cloud.api.errors import fail, field_error, forbidden, not_found
+from cloud.api.publishers import command_publisher
 from cloud.api.records import commit
 from cloud.api.scoping import device_clause
 from cloud.audit.service import record
@@ -41,7 +42,6 @@ from cloud.charging import live
 from cloud.charging.models import ChargingSession, SessionSource
 from cloud.charging.sessions import SessionNotActiveError, busy, request_start, request_stop
 from cloud.commands.models import DeviceCommand
-from cloud.commands.publisher import app_command_publisher
 from cloud.commands.service import expires_ms, mark_sent, request_command
 from cloud.configuration import UnknownFamilyError, schema_rules
 from cloud.db import get_database, request_session, utcnow
@@ -118,7 +118,7 @@ def _load_session(session_id: str) -> ChargingSession:
 
 def _publish(device: Device, command: DeviceCommand) -> None:
     """Hand a committed command to the broker; unsent ones are re-sent by the config worker."""
-    if app_command_publisher().send_command(
+    if command_publisher().send_command(
         device.id, command.id, command.name, dict(command.args), expires_ms(command)
     ):
         mark_sent(request_session(), [command.id])

@@ -20,10 +20,10 @@ from cloud.api.blueprint import Blueprint
 from cloud.api.commands.schemas import CommandRequestSchema, CommandSchema
 from cloud.api.devices.routes import get_device
 from cloud.api.errors import fail, not_found
+from cloud.api.publishers import command_publisher
 from cloud.api.records import commit
 from cloud.commands import CommandRefusedError, rules
 from cloud.commands.models import DeviceCommand
-from cloud.commands.publisher import app_command_publisher
 from cloud.commands.service import expires_ms, mark_sent, request_command
 from cloud.configuration import UnknownFamilyError, schema_rules
 from cloud.configuration.roles import roles_for_device
@@ -94,7 +94,7 @@ class Commands(MethodView):
             current_principal(),
         )
         commit()
-        publisher = app_command_publisher()
+        publisher = command_publisher()
         if publisher.send_command(
             device.id, command.id, command.name, dict(command.args), expires_ms(command)
         ):

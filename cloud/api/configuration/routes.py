@@ -22,11 +22,11 @@ from cloud.api.configuration.schemas import ParameterValueSchema, ParameterValue
 from cloud.api.devices.groups import get_group
 from cloud.api.devices.routes import get_device
 from cloud.api.errors import fail, field_error, not_found
+from cloud.api.publishers import desired_publisher
 from cloud.api.records import commit
 from cloud.api.scoping import device_clause
 from cloud.configuration import UnknownFamilyError, schema_rules
 from cloud.configuration.models import ChangeState, ConfigChange, DeviceConfiguration
-from cloud.configuration.publisher import app_publisher
 from cloud.configuration.roles import roles_for_device
 from cloud.configuration.service import configuration, describe_change, mark_sent, request_change
 from cloud.db import request_session
@@ -120,7 +120,7 @@ def send(device_id: str, change: ConfigChange) -> None:
     """Publish the device's current desired document under ``change``'s correlation id."""
     session = request_session()
     config = configuration(session, device_id)
-    if app_publisher().send(device_id, config.desired_version, dict(config.desired), change.id):
+    if desired_publisher().send(device_id, config.desired_version, dict(config.desired), change.id):
         mark_sent(session, [change.id])
         commit()
     else:

@@ -13,10 +13,10 @@ from cloud.api.auth import current_principal, requires
 from cloud.api.blueprint import Blueprint
 from cloud.api.devices.schemas import DeviceQuerySchema, DeviceSchema, DeviceUpdateSchema
 from cloud.api.errors import field_error, forbidden, not_found
+from cloud.api.publishers import desired_publisher
 from cloud.api.records import commit, ensure_unique
 from cloud.api.scoping import device_clause, target_org
 from cloud.audit.service import changes, record
-from cloud.configuration.publisher import app_publisher
 from cloud.db import request_session
 from cloud.devices.models import TRANSITIONS, Device, device_group_members
 from cloud.organizations.models import Site
@@ -185,7 +185,7 @@ class DeviceItem(MethodView):
         session.delete(device)
         commit()
         # After the commit, best effort: the record is gone whatever the broker says.
-        if not app_publisher().clear(deleted_id):
+        if not desired_publisher().clear(deleted_id):
             log.warning(
                 "retained config/desired of deleted device %s left on the broker", deleted_id
             )

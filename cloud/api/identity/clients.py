@@ -10,6 +10,7 @@ from sqlalchemy import Select, select
 
 from cloud.api.auth import current_principal, requires
 from cloud.api.blueprint import Blueprint
+from cloud.api.identity.assignments import build_assignment, describe
 from cloud.api.identity.schemas import (
     ClientSchema,
     ClientUpdateSchema,
@@ -21,7 +22,6 @@ from cloud.api.records import commit
 from cloud.api.scoping import get_scoped, org_clause, target_org
 from cloud.audit.service import changes, record
 from cloud.db import request_session
-from cloud.identity.assignments import build_assignment, describe
 from cloud.identity.models import ApiClient
 
 clients = Blueprint(

@@ -10,6 +10,7 @@ from sqlalchemy import Select, func, or_, select
 from cloud.api.auth import current_principal, requires
 from cloud.api.blueprint import Blueprint
 from cloud.api.errors import field_error, forbidden, not_found
+from cloud.api.identity.assignments import check_delegable
 from cloud.api.identity.schemas import (
     PermissionSchema,
     RoleQuerySchema,
@@ -20,7 +21,6 @@ from cloud.api.records import commit, ensure_unique
 from cloud.api.scoping import org_clause, target_org
 from cloud.audit.service import record
 from cloud.db import request_session
-from cloud.identity.assignments import check_delegable
 from cloud.identity.models import Permission, Role, RoleAssignment
 from cloud.identity.permissions import CATALOGUE, PLATFORM_ADMIN
 

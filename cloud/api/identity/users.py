@@ -11,6 +11,7 @@ from sqlalchemy import Select, or_, select
 from cloud.api.auth import current_principal, requires
 from cloud.api.blueprint import Blueprint
 from cloud.api.errors import field_error, not_found
+from cloud.api.identity.assignments import build_assignment, describe
 from cloud.api.identity.schemas import (
     AssignmentSchema,
     UserQuerySchema,
@@ -21,7 +22,6 @@ from cloud.api.records import commit, ensure_unique
 from cloud.api.scoping import get_scoped, org_clause, target_org
 from cloud.audit.service import changes, record
 from cloud.db import request_session
-from cloud.identity.assignments import build_assignment, describe
 from cloud.identity.models import RoleAssignment, User
 from cloud.identity.passwords import SecretHasher
 

@@ -25,7 +25,7 @@ from cloud.api.charging.schemas import SessionSchema
 from cloud.api.fields import Links, QueryId, Text, UtcDateTime
 from cloud.api.schemas import Schema
 from cloud.api.scoping import device_clause, org_clause
-from cloud.billing import reports
+from cloud.charging import reports
 from cloud.charging.models import ChargingSession, SessionSource, SessionState
 from cloud.db import request_session, utcnow
 from cloud.devices.models import Device

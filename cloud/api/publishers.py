@@ -1,0 +1,49 @@
+"""The app's publishers: one per process, kept in ``app.extensions`` (tests swap them there).
+
+Domain code takes a publisher as an argument; only the HTTP layer knows where the app keeps it.
+"""
+
+from __future__ import annotations
+
+from flask import current_app
+
+from cloud.access.authlists import EXTENSION as AUTH_LISTS
+from cloud.access.authlists import AuthListPublisher, MqttAuthListPublisher
+from cloud.commands.publisher import EXTENSION as COMMANDS
+from cloud.commands.publisher import CommandPublisher, MqttCommandPublisher
+from cloud.configuration.publisher import EXTENSION as DESIRED
+from cloud.configuration.publisher import DesiredPublisher, MqttPublisher
+from cloud.devicelink.mqtt import service_endpoint
+from cloud.settings import Settings
+
+
+def _settings() -> Settings:
+    settings: Settings = current_app.extensions["ampfleet.settings"]
+    return settings
+
+
+def desired_publisher() -> DesiredPublisher:
+    """The app's desired-document publisher (the service account on ``broker_url``)."""
+    found: DesiredPublisher | None = current_app.extensions.get(DESIRED)
+    if found is None:
+        found = MqttPublisher(service_endpoint(_settings()))
+        current_app.extensions[DESIRED] = found
+    return found
+
+
+def command_publisher() -> CommandPublisher:
+    """The app's command publisher (the service account on ``broker_url``)."""
+    found: CommandPublisher | None = current_app.extensions.get(COMMANDS)
+    if found is None:
+        found = MqttCommandPublisher(service_endpoint(_settings()))
+        current_app.extensions[COMMANDS] = found
+    return found
+
+
+def auth_list_publisher() -> AuthListPublisher:
+    """The app's authorization-list publisher (the service account on ``broker_url``)."""
+    found: AuthListPublisher | None = current_app.extensions.get(AUTH_LISTS)
+    if found is None:
+        found = MqttAuthListPublisher(service_endpoint(_settings()))
+        current_app.extensions[AUTH_LISTS] = found
+    return found
