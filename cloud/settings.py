@@ -12,9 +12,11 @@ import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 ENV_PREFIX = "AMPFLEET_"
+
+SettingValue: TypeAlias = str | int | bool | Path
 
 
 class SettingsError(ValueError):
@@ -35,7 +37,7 @@ class Setting:
     """One declared setting: its name, type, default and meaning."""
 
     name: str
-    default: Any
+    default: SettingValue
     description: str
     parse: Callable[[str], Any] = str
     choices: tuple[str, ...] = ()
@@ -469,15 +471,99 @@ _BY_NAME = {s.name: s for s in DECLARED}
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """The resolved settings of one process."""
+    """The resolved settings of one process: one typed field per ``DECLARED`` setting.
 
-    values: Mapping[str, Any]
+    The fields carry no defaults and no documentation: both live in ``DECLARED``, and
+    tests/test_settings.py checks that the two list the same names, in the same order, with
+    defaults of the annotated types. A misspelt setting name is therefore a mypy error.
+    """
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.values[name]
-        except KeyError:
-            raise AttributeError(name) from None
+    data_dir: Path
+    database_url: str
+    api_host: str
+    api_port: int
+    api_workers: int
+    api_threads: int
+    tls_cert_file: str
+    tls_key_file: str
+    public_url: str
+    trusted_proxies: int
+    max_request_bytes: int
+    jwt_private_key_file: str
+    access_token_ttl: int
+    refresh_token_ttl: int
+    oidc_issuer: str
+    oidc_jwks_url: str
+    oidc_audience: str
+    oidc_email_claim: str
+    password_kdf: str
+    admin_email: str
+    admin_password: str
+    broker: str
+    broker_url: str
+    broker_tls_port: int
+    broker_tls_cert_file: str
+    broker_tls_key_file: str
+    broker_tls_ca_file: str
+    broker_service_user: str
+    broker_service_password: str
+    broker_bridge_user: str
+    broker_bridge_password: str
+    broker_admin_user: str
+    broker_admin_password: str
+    max_payload_bytes: int
+    max_clock_skew: int
+    telemetry_store: str
+    influxdb_url: str
+    influxdb_timeout: int
+    influxdb_api: str
+    influxdb_bucket: str
+    influxdb_org: str
+    influxdb_token: str
+    ingest_batch_size: int
+    ingest_flush_interval: int
+    ingest_queue_size: int
+    metrics_port: int
+    ocpp_host: str
+    ocpp_port: int
+    ocpp_security_profile: int
+    ocpp_tls_cert_file: str
+    ocpp_tls_key_file: str
+    ocpp_tls_client_ca_file: str
+    ocpp_no_subprotocol: str
+    ocpp_ping_interval: int
+    ocpp_call_timeout: int
+    ocpp_heartbeat_interval: int
+    ocpp_data_transfer: str
+    ocpp_csr_ca_cert_file: str
+    ocpp_csr_ca_key_file: str
+    ocpp_uvloop: bool
+    mail_backend: str
+    mail_from: str
+    smtp_host: str
+    smtp_port: int
+    smtp_security: str
+    smtp_username: str
+    smtp_password: str
+    smtp_timeout: int
+    smtp_tls_ca_file: str
+    invitation_ttl: int
+    charging_start_timeout: int
+    charging_refresh_interval: int
+    charging_live_max_seconds: int
+    simulated_chargers: int
+    log_level: str
+    testing: bool
+
+    @property
+    def values(self) -> Mapping[str, SettingValue]:
+        """Every setting by name, in declaration order (``ampfleet settings`` prints them)."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+
+    @property
+    def data_path(self) -> Path:
+        """The data directory (embedded-mode files)."""
+        return self.data_dir
 
     @classmethod
     def load(
@@ -485,6 +571,8 @@ class Settings:
     ) -> Settings:
         """Resolve defaults, then the environment, then explicit overrides (tests)."""
         environ = os.environ if environ is None else environ
+        # Any only here: each value has been through its declaration's coerce, which gives it
+        # the type of the field it fills (the agreement test checks the declarations).
         values: dict[str, Any] = {}
         for setting in DECLARED:
             raw = environ.get(setting.env)
@@ -493,59 +581,53 @@ class Settings:
             if name not in _BY_NAME:
                 raise SettingsError(f"unknown setting {name!r}")
             values[name] = _BY_NAME[name].coerce(value)
-        return cls(_derive(values))
-
-    # Typed accessors for the settings other modules use most.
-    @property
-    def data_path(self) -> Path:
-        """The data directory (embedded-mode files)."""
-        path: Path = self.values["data_dir"]
-        return path
+        return _derive(cls(**values))
 
 
-def _derive(values: dict[str, Any]) -> dict[str, Any]:
-    """Fill the settings whose empty default means 'derived from others'."""
-    data_dir: Path = values["data_dir"]
-    if not values["database_url"]:
-        values["database_url"] = f"sqlite:///{(data_dir / 'ampfleet.db').resolve()}"
-    if not values["jwt_private_key_file"]:
-        values["jwt_private_key_file"] = str(data_dir / "jwt-signing-key.pem")
-    if bool(values["tls_cert_file"]) != bool(values["tls_key_file"]):
+def _derive(s: Settings) -> Settings:
+    """Fill the settings whose empty default means 'derived from others', and check them."""
+    database_url = s.database_url or f"sqlite:///{(s.data_dir / 'ampfleet.db').resolve()}"
+    jwt_private_key_file = s.jwt_private_key_file or str(s.data_dir / "jwt-signing-key.pem")
+    if bool(s.tls_cert_file) != bool(s.tls_key_file):
         raise SettingsError("AMPFLEET_TLS_CERT_FILE and AMPFLEET_TLS_KEY_FILE go together")
-    if not values["public_url"]:
-        scheme = "https" if values["tls_cert_file"] else "http"
+    public_url = s.public_url
+    if not public_url:
+        scheme = "https" if s.tls_cert_file else "http"
         wildcard = {"0.0.0.0", "::"}  # noqa: S104 - recognising it, not binding to it
-        host = "127.0.0.1" if values["api_host"] in wildcard else values["api_host"]
-        values["public_url"] = f"{scheme}://{host}:{values['api_port']}"
-    values["public_url"] = values["public_url"].rstrip("/")
-    if bool(values["oidc_issuer"]) != bool(values["oidc_jwks_url"]):
+        host = "127.0.0.1" if s.api_host in wildcard else s.api_host
+        public_url = f"{scheme}://{host}:{s.api_port}"
+    public_url = public_url.rstrip("/")
+    if bool(s.oidc_issuer) != bool(s.oidc_jwks_url):
         raise SettingsError("AMPFLEET_OIDC_ISSUER and AMPFLEET_OIDC_JWKS_URL go together")
-    if values["ocpp_security_profile"] > 3:
+    if s.ocpp_security_profile > 3:
         raise SettingsError("AMPFLEET_OCPP_SECURITY_PROFILE: must be 1, 2 or 3")
-    if values["ocpp_security_profile"] > 1 and not (
-        values["ocpp_tls_cert_file"] and values["ocpp_tls_key_file"]
-    ):
+    if s.ocpp_security_profile > 1 and not (s.ocpp_tls_cert_file and s.ocpp_tls_key_file):
         raise SettingsError(
             "AMPFLEET_OCPP_SECURITY_PROFILE 2 and 3 need AMPFLEET_OCPP_TLS_CERT_FILE and "
             "AMPFLEET_OCPP_TLS_KEY_FILE"
         )
-    if values["ocpp_security_profile"] == 3 and not values["ocpp_tls_client_ca_file"]:
+    if s.ocpp_security_profile == 3 and not s.ocpp_tls_client_ca_file:
         raise SettingsError(
             "AMPFLEET_OCPP_SECURITY_PROFILE 3 needs AMPFLEET_OCPP_TLS_CLIENT_CA_FILE"
         )
-    if bool(values["ocpp_csr_ca_cert_file"]) != bool(values["ocpp_csr_ca_key_file"]):
+    if bool(s.ocpp_csr_ca_cert_file) != bool(s.ocpp_csr_ca_key_file):
         raise SettingsError(
             "AMPFLEET_OCPP_CSR_CA_CERT_FILE and AMPFLEET_OCPP_CSR_CA_KEY_FILE go together"
         )
-    if not values["mail_backend"]:
-        values["mail_backend"] = "smtp" if values["smtp_host"] else "console"
-    if values["mail_backend"] == "smtp" and not values["smtp_host"]:
+    mail_backend = s.mail_backend or ("smtp" if s.smtp_host else "console")
+    if mail_backend == "smtp" and not s.smtp_host:
         raise SettingsError("AMPFLEET_MAIL_BACKEND smtp needs AMPFLEET_SMTP_HOST")
-    if not values["smtp_port"]:
-        values["smtp_port"] = {"starttls": 587, "ssl": 465, "none": 25}[values["smtp_security"]]
-    if values["password_kdf"] == PASSWORD_KDF_PROFILES[-1] and not values["testing"]:
+    smtp_port = s.smtp_port or {"starttls": 587, "ssl": 465, "none": 25}[s.smtp_security]
+    if s.password_kdf == PASSWORD_KDF_PROFILES[-1] and not s.testing:
         raise SettingsError("AMPFLEET_PASSWORD_KDF: the test profile needs AMPFLEET_TESTING=true")
-    return values
+    return dataclasses.replace(
+        s,
+        database_url=database_url,
+        jwt_private_key_file=jwt_private_key_file,
+        public_url=public_url,
+        mail_backend=mail_backend,
+        smtp_port=smtp_port,
+    )
 
 
 def markdown_table() -> str:

@@ -24,19 +24,19 @@ BRIDGE_PASSWORD_FILE = "broker-bridge-password"  # noqa: S105
 
 def service_password(settings: Settings) -> str:
     """The service account's password (``broker_service_password`` or the generated one)."""
-    configured: str = settings.broker_service_password
+    configured = settings.broker_service_password
     return configured or load_or_create_secret(settings.data_path / SERVICE_PASSWORD_FILE)
 
 
 def bridge_password(settings: Settings) -> str:
     """The OCPP bridge's account password (``broker_bridge_password`` or the generated one)."""
-    configured: str = settings.broker_bridge_password
+    configured = settings.broker_bridge_password
     return configured or load_or_create_secret(settings.data_path / BRIDGE_PASSWORD_FILE)
 
 
 def admin_password(settings: Settings) -> str:
     """The Mosquitto dynamic-security admin's password (setting or generated)."""
-    configured: str = settings.broker_admin_password
+    configured = settings.broker_admin_password
     return configured or load_or_create_secret(settings.data_path / ADMIN_PASSWORD_FILE)
 
 
