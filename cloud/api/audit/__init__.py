@@ -1,1 +1,1 @@
-"""cloud.api.audit."""
+"""REST resources of ``cloud.audit``: the audit log."""

@@ -1,1 +1,1 @@
-"""cloud.api.billing."""
+"""REST resources of ``cloud.billing``: tariffs."""

@@ -1,1 +1,1 @@
-"""cloud.api.charging."""
+"""REST resources of ``cloud.charging``: sessions (start, stop, live view), history and reports."""

@@ -1,1 +1,1 @@
-"""cloud.api.commands."""
+"""REST resources of ``cloud.commands``: commands sent to a charger and their results."""

@@ -1,1 +1,1 @@
-"""cloud.api.configuration."""
+"""REST resources of ``cloud.configuration``: a device's or group's parameters."""

@@ -1,1 +1,1 @@
-"""cloud.api.devices."""
+"""REST resources of ``cloud.devices``: the registry, device groups, MQTT credentials."""

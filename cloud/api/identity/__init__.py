@@ -1,1 +1,1 @@
-"""cloud.api.identity."""
+"""REST resources of ``cloud.identity``: tokens, users, API clients, roles, permissions."""

@@ -1,1 +1,1 @@
-"""cloud.api.ocpp."""
+"""REST resources of ``cloud.ocpp``: the OCPP chargers the bridge knows."""

@@ -1,1 +1,1 @@
-"""cloud.api.organizations."""
+"""REST resources of ``cloud.organizations``: organizations and sites."""

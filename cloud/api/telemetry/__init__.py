@@ -1,1 +1,1 @@
-"""cloud.api.telemetry."""
+"""REST resources of ``cloud.telemetry``: telemetry history, latest values, fleet status."""
