@@ -1,5 +1,6 @@
 """One exception root per package, its tree drawn in the package docstring, and no HTTP status in
-any domain error: the HTTP answers live in one table, ``cloud.api.errors.DOMAIN_ERRORS``."""
+any domain error: the HTTP answers live in one table, ``cloud.api.errors.DOMAIN_ERRORS``, which
+answers as the routes' ``abort`` calls did."""
 
 from __future__ import annotations
 
@@ -9,10 +10,21 @@ import inspect
 import pkgutil
 import textwrap
 from types import ModuleType
+from typing import Any
 
 import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from flask_smorest import Api
 
+from cloud.access.invitations import AccountError, InvitationClosedError, InvitationState
 from cloud.api import errors as api_errors
+from cloud.charging.models import SessionState
+from cloud.charging.sessions import ConcurrentChangeError, SessionNotActiveError
+from cloud.commands import CommandNotPermittedError, CommandRefusedError
+from cloud.configuration import UnknownFamilyError
+from cloud.identity import GrantError, InvalidTokenError
+from cloud.telemetry import StoreUnavailableError
 
 #: Every package with its one root exception, exported from the package's ``__init__``.
 ROOTS = {
@@ -141,3 +153,123 @@ def _public_name(cls: type) -> str:
         if inside and getattr(importlib.import_module(package), cls.__name__, None) is cls:
             return f"{package}.{cls.__name__}"
     return _name(cls)
+
+
+# The table's answers, each beside the flask-smorest ``abort`` the routes called before the
+# domain errors propagated: same status, body and headers.
+_BASIC = {**api_errors.NO_STORE, "WWW-Authenticate": 'Basic realm="ampfleet"'}
+_EXPIRED = "the token has expired"
+_BEARER = f'Bearer realm="ampfleet", error="invalid_token", error_description="{_EXPIRED}"'
+_NOT_ACTIVE = "the session is completed, not active: nothing to stop"
+_ROLES = "none of your roles (guest) may send reboot"
+_PASSWORD = "required: no account has this e-mail yet, choose a password"
+TRANSLATIONS: dict[str, tuple[Exception, int, dict[str, Any]]] = {
+    "invalid_client": (
+        GrantError("invalid_client", "unknown client or wrong secret"),
+        401,
+        {
+            "message": "unknown client or wrong secret",
+            "errors": {"error": "invalid_client"},
+            "headers": _BASIC,
+        },
+    ),
+    "invalid_grant": (
+        GrantError("invalid_grant", "the refresh token has expired"),
+        400,
+        {
+            "message": "the refresh token has expired",
+            "errors": {"error": "invalid_grant"},
+            "headers": api_errors.NO_STORE,
+        },
+    ),
+    "invalid_token": (
+        InvalidTokenError(_EXPIRED),
+        401,
+        {"message": _EXPIRED, "headers": {"WWW-Authenticate": _BEARER}},
+    ),
+    "accepted": (
+        InvitationClosedError(InvitationState.ACCEPTED, "already accepted"),
+        409,
+        {"message": "already accepted", "errors": {"invitation": ["accepted"]}},
+    ),
+    "expired": (
+        InvitationClosedError(InvitationState.EXPIRED, "expired"),
+        410,
+        {"message": "expired", "errors": {"invitation": ["expired"]}},
+    ),
+    "password": (
+        AccountError("password", _PASSWORD, "password"),
+        422,
+        {"message": f"password: {_PASSWORD}", "errors": {"json": {"password": [_PASSWORD]}}},
+    ),
+    "disabled": (
+        AccountError("disabled", "disabled"),
+        409,
+        {"message": "disabled", "errors": {"invitation": ["disabled"]}},
+    ),
+    "not_permitted": (
+        CommandNotPermittedError("name", _ROLES),
+        403,
+        {"message": _ROLES, "errors": {"command": [_ROLES]}},
+    ),
+    "refused_arg": (
+        CommandRefusedError("args.connector", "missing required argument"),
+        422,
+        {
+            "message": "args.connector: missing required argument",
+            "errors": {"json": {"args": {"connector": ["missing required argument"]}}},
+        },
+    ),
+    "not_active": (
+        SessionNotActiveError(SessionState.COMPLETED),
+        409,
+        {"message": _NOT_ACTIVE, "errors": {"state": [_NOT_ACTIVE]}},
+    ),
+    "unknown_family": (
+        UnknownFamilyError("no-such-family"),
+        409,
+        {
+            "message": "hardware_family: no parameter schema for hardware family 'no-such-family'",
+            "errors": {"hardware_family": ["no parameter schema for 'no-such-family'"]},
+        },
+    ),
+    "store_down": (
+        StoreUnavailableError("InfluxDB write: timed out"),
+        503,
+        {"message": "the telemetry store is unavailable: InfluxDB write: timed out"},
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def http() -> FlaskClient:
+    app = Flask(__name__)
+    app.config.update(API_TITLE="t", API_VERSION="1", OPENAPI_VERSION="3.0.3")
+    Api(app)
+    api_errors.register_error_handlers(app)
+
+    @app.route("/raise/<case>")
+    def raise_(case: str) -> Any:
+        raise TRANSLATIONS[case][0] if case in TRANSLATIONS else ConcurrentChangeError()
+
+    @app.route("/abort/<case>")
+    def abort_(case: str) -> Any:
+        _, status, kwargs = TRANSLATIONS[case]
+        api_errors.fail(status, **kwargs)
+
+    return app.test_client()
+
+
+@pytest.mark.parametrize("case", sorted(TRANSLATIONS))
+def test_the_table_answers_as_abort_did(http: FlaskClient, case: str) -> None:
+    raised, aborted = http.get(f"/raise/{case}"), http.get(f"/abort/{case}")
+    assert (raised.status_code, raised.get_json()) == (aborted.status_code, aborted.get_json())
+    for name in TRANSLATIONS[case][2].get("headers", {}):
+        assert raised.headers[name] == aborted.headers[name]
+    assert raised.status_code == TRANSLATIONS[case][1]
+
+
+def test_a_domain_error_missing_from_the_table_is_a_500(http: FlaskClient) -> None:
+    response = http.get("/raise/unmapped")
+    assert response.status_code == 500
+    assert response.get_json()["message"] == "internal error, see the server log"
