@@ -10,6 +10,12 @@ the typed objects::
 
 Reading a compiled file needs nothing but the standard library; compiling from source needs
 PyYAML and jsonschema, imported only then.
+
+Exceptions (defined in ``parameters.errors``)::
+
+    ParameterSchemaError             base of this package
+     +-- InvalidSchemaError          source files with issues: carries every Issue found
+     +-- CompiledFormatError         a compiled file that is not what ``build`` writes
 """
 
 from __future__ import annotations

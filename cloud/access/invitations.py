@@ -14,9 +14,11 @@ the existing account, and creates or updates the ``ChargerAccess`` row.
 
 Exceptions::
 
-    InvitationError              base: an HTTP status, a short reason, a message
-    +-- InvitationClosedError    revoked or expired (410), already accepted (409)
-    +-- AccountError             the account cannot take it: disabled (409), password (422)
+    AccessError (cloud.access)
+     +-- InvitationError              base: a short reason, a message, the field at fault
+         +-- InvitationClosedError    revoked or expired, or already accepted (``reason``)
+         +-- AccountError             the account cannot take it: disabled, or the password
+                                      (``field``) given when it must not be or missing
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from urllib.parse import urlencode
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from cloud.access import AccessError
 from cloud.access import owners as access
 from cloud.access.models import Invitation
 from cloud.devices.models import Device
@@ -54,10 +57,9 @@ class InvitationState(enum.StrEnum):
     EXPIRED = "expired"
 
 
-class InvitationError(Exception):
-    """An invitation that cannot be accepted, with the HTTP status and a short reason."""
-
-    status = 400
+class InvitationError(AccessError):
+    """An invitation that cannot be accepted: a short ``reason``, a message and, when one
+    input is at fault, its ``field``."""
 
     def __init__(self, reason: str, message: str, field: str | None = None) -> None:
         super().__init__(message)
@@ -67,19 +69,16 @@ class InvitationError(Exception):
 
 
 class InvitationClosedError(InvitationError):
-    """Revoked or expired (410 Gone), or already accepted (409 Conflict)."""
+    """Revoked or expired (gone for good), or already accepted: ``reason`` is the
+    :class:`InvitationState` that closed it."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(reason, message)
-        self.status = 409 if reason == InvitationState.ACCEPTED else 410
 
 
 class AccountError(InvitationError):
-    """The invitee's account cannot take the invitation as asked."""
-
-    def __init__(self, reason: str, message: str, field: str | None = None) -> None:
-        super().__init__(reason, message, field)
-        self.status = 422 if field else 409
+    """The invitee's account cannot take the invitation as asked: a ``field`` given wrongly,
+    or (no field) the account's state, such as disabled."""
 
 
 def new_token() -> tuple[str, str]:

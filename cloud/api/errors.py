@@ -3,19 +3,165 @@
 The body is flask-smorest's: ``{"code": 422, "status": "Unprocessable Entity",
 "message": "...", "errors": {"json": {"field": ["why"]}}}``. Field errors are keyed by where the
 field came from (``json``, ``query``, ``form``, ``path``) as webargs does for parsing errors.
+
+Domain errors carry no HTTP status: :data:`DOMAIN_ERRORS` is the one table from a domain
+exception class to its answer (status, body, headers), and :func:`register_error_handlers`
+makes Flask answer every domain root with it, so that a route lets them propagate.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
 from flask import Flask
 from flask_smorest import abort
 from sqlalchemy.exc import IntegrityError, OperationalError
 from werkzeug.exceptions import InternalServerError
+from werkzeug.http import HTTP_STATUS_CODES
+
+from cloud.access import AccessError
+from cloud.access.invitations import (
+    AccountError,
+    InvitationClosedError,
+    InvitationError,
+    InvitationState,
+)
+from cloud.audit import AuditError
+from cloud.billing import BillingError
+from cloud.charging import ChargingError
+from cloud.charging.sessions import SessionNotActiveError
+from cloud.commands import CommandError, CommandNotPermittedError, CommandRefusedError
+from cloud.configuration import ConfigurationError, UnknownFamilyError
+from cloud.devices import DevicesError
+from cloud.identity import GrantError, IdentityError, InvalidTokenError
+from cloud.organizations import OrganizationsError
+from cloud.telemetry import StoreUnavailableError, TelemetryError
 
 log = logging.getLogger(__name__)
+
+#: Headers of every token endpoint answer (RFC 6749 section 5.1).
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    """What a domain error becomes over HTTP: flask-smorest's body, with ``errors`` only when
+    given, and extra headers."""
+
+    status: int
+    message: str
+    errors: dict[str, Any] | None = None
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def response(self) -> tuple[dict[str, Any], int, dict[str, str]]:
+        """(body, status, headers), as flask-smorest's handler of ``abort`` makes them."""
+        body: dict[str, Any] = {
+            "code": self.status,
+            "status": HTTP_STATUS_CODES[self.status],
+            "message": self.message,
+        }
+        if self.errors is not None:
+            body["errors"] = self.errors
+        return body, self.status, dict(self.headers)
+
+
+def _grant(exc: GrantError) -> Answer:
+    # RFC 6749 section 5.2: 401 with a challenge when the client failed to authenticate, 400
+    # otherwise; RFC 6749's error code goes into ``errors`` for OAuth2 clients.
+    if exc.error == "invalid_client":
+        headers = {**NO_STORE, "WWW-Authenticate": 'Basic realm="ampfleet"'}
+        return Answer(401, exc.description, {"error": exc.error}, headers)
+    return Answer(400, exc.description, {"error": exc.error}, NO_STORE)
+
+
+def _invalid_token(exc: InvalidTokenError) -> Answer:
+    # RFC 6750 section 3: tell the client why, so it knows to refresh rather than retry.
+    reason = str(exc)
+    challenge = f'Bearer realm="ampfleet", error="invalid_token", error_description="{reason}"'
+    return Answer(401, reason, headers={"WWW-Authenticate": challenge})
+
+
+def _invitation(exc: InvitationError, status: int = 400) -> Answer:
+    if exc.field:
+        message = exc.message
+        return Answer(status, f"{exc.field}: {message}", {"json": {exc.field: [message]}})
+    return Answer(status, exc.message, {"invitation": [exc.reason]})
+
+
+def _invitation_closed(exc: InvitationClosedError) -> Answer:
+    # Accepted: the invitation is there but used (409); revoked or expired: gone for good (410).
+    return _invitation(exc, 409 if exc.reason == InvitationState.ACCEPTED else 410)
+
+
+def _account(exc: AccountError) -> Answer:
+    # A field given wrongly (the password) is 422; the account's state (disabled) a conflict.
+    return _invitation(exc, 422 if exc.field else 409)
+
+
+def _command_refused(exc: CommandRefusedError) -> Answer:
+    # ``args.<id>`` is named inside ``args``, as the configuration names ``values.<id>``.
+    head, _, key = exc.field.partition(".")
+    errors: dict[str, Any] = {head: {key: [exc.message]}} if key else {head: [exc.message]}
+    return Answer(422, str(exc), {"json": errors})
+
+
+def _command_not_permitted(exc: CommandNotPermittedError) -> Answer:
+    return Answer(403, exc.message, {"command": [exc.message]})
+
+
+def _session_not_active(exc: SessionNotActiveError) -> Answer:
+    return Answer(409, str(exc), {"state": [str(exc)]})
+
+
+def _unknown_family(exc: UnknownFamilyError) -> Answer:
+    message = f"no parameter schema for {exc.family_id!r}"
+    return Answer(409, f"hardware_family: {exc}", {"hardware_family": [message]})
+
+
+def _store_unavailable(exc: StoreUnavailableError) -> Answer:
+    return Answer(503, f"the telemetry store is unavailable: {exc}")
+
+
+#: Domain exception class -> its HTTP answer; the most specific class of an error wins. A domain
+#: error whose class is not here is a bug: 500, logged.
+DOMAIN_ERRORS: Mapping[type[Exception], Callable[[Any], Answer]] = {
+    GrantError: _grant,
+    InvalidTokenError: _invalid_token,
+    InvitationError: _invitation,
+    InvitationClosedError: _invitation_closed,
+    AccountError: _account,
+    CommandRefusedError: _command_refused,
+    CommandNotPermittedError: _command_not_permitted,
+    SessionNotActiveError: _session_not_active,
+    UnknownFamilyError: _unknown_family,
+    StoreUnavailableError: _store_unavailable,
+}
+
+#: The roots of the domain packages a request can meet; Flask hands each to :func:`answer`.
+DOMAIN_ROOTS: tuple[type[Exception], ...] = (
+    AccessError,
+    AuditError,
+    BillingError,
+    ChargingError,
+    CommandError,
+    ConfigurationError,
+    DevicesError,
+    IdentityError,
+    OrganizationsError,
+    TelemetryError,
+)
+
+
+def answer(exc: Exception) -> Answer | None:
+    """The HTTP answer of a domain error (None: no entry, a bug)."""
+    for cls in type(exc).__mro__:
+        render = DOMAIN_ERRORS.get(cls)
+        if render is not None:
+            return render(exc)
+    return None
 
 
 def fail(status: int, **kwargs: Any) -> NoReturn:
@@ -44,7 +190,15 @@ def forbidden(permission: str) -> NoReturn:
 
 
 def register_error_handlers(app: Flask) -> None:
-    """Turn database refusals into client errors instead of 500s."""
+    """Answer domain errors from :data:`DOMAIN_ERRORS`; turn database refusals into client
+    errors instead of 500s."""
+
+    def domain(exc: Exception) -> Any:
+        found = answer(exc)
+        if found is None:
+            log.error("unhandled domain error", exc_info=exc)
+            return _smorest_body(500, "internal error, see the server log", {})
+        return found.response()
 
     def integrity(exc: IntegrityError) -> Any:
         # Views check uniqueness and references first and name the field; this catches races.
@@ -61,6 +215,8 @@ def register_error_handlers(app: Flask) -> None:
             log.exception("unhandled error", exc_info=original)
         return _smorest_body(500, "internal error, see the server log", {})
 
+    for root in DOMAIN_ROOTS:
+        app.register_error_handler(root, domain)
     app.register_error_handler(IntegrityError, integrity)
     app.register_error_handler(OperationalError, unavailable)
     app.register_error_handler(InternalServerError, unexpected)

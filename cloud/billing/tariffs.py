@@ -26,6 +26,8 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from cloud.billing import BillingError
+
 MAX_WINDOWS = 48
 PRICE_PLACES = 4  # Tariff.price_per_kwh is Numeric(10, 4)
 MAX_PRICE = Decimal("999999.9999")
@@ -35,7 +37,7 @@ _ONE_SECOND = dt.timedelta(seconds=1)
 _NANO = Decimal("1e-9")  # Wh: far below any meter, far above Decimal's 28 digits of noise
 
 
-class TariffError(ValueError):
+class TariffError(BillingError):
     """Tariff values that cannot be used; ``field`` names the first (``windows.1.end``),
     ``errors`` every field at fault with its message."""
 

@@ -13,6 +13,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from cloud.charging import ChargingError
 from firmware.core import contract
 
 STARTED = "charging.started"
@@ -20,10 +21,6 @@ STOPPED = "charging.stopped"
 REFUSED = "authorization.refused"
 CHARGING_EVENTS = frozenset({STARTED, STOPPED, REFUSED})
 MAX_TEXT = 64  # session ids and id tags (contract 14; the columns' size)
-
-
-class ChargingError(Exception):
-    """Base of the charging service's errors."""
 
 
 class MalformedEventError(ChargingError):

@@ -27,10 +27,10 @@ Every function works in the caller's session and leaves the commit to it.
 
 Exceptions::
 
-    ChargingError (cloud.charging.events)
+    ChargingError (cloud.charging)
     ├── MalformedEventError      a charging event whose data breaks contract 14 (events)
     ├── ConcurrentChangeError    another transaction changed the session first: apply again
-    └── SessionNotActiveError    a stop asked of a session that is not running (API: 409)
+    └── SessionNotActiveError    a stop asked of a session that is not running
 """
 
 from __future__ import annotations
@@ -50,9 +50,8 @@ from cloud.access.authlists import may_charge
 from cloud.access.models import RfidCard
 from cloud.billing import tariffs
 from cloud.billing.models import Tariff
-from cloud.charging import reasons
+from cloud.charging import ChargingError, reasons
 from cloud.charging.events import (
-    ChargingError,
     Refused,
     Started,
     Stopped,

@@ -13,7 +13,8 @@ answer came before the command's ``expires``.
 Exceptions::
 
     CommandError
-     +-- CommandRefusedError            the schema or the caller's roles refuse the command
+     +-- CommandRefusedError            the schema refuses the command: ``field`` names why
+         +-- CommandNotPermittedError   none of the caller's roles may send it
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ class CommandError(Exception):
 
 
 class CommandRefusedError(CommandError):
-    """The command may not be sent: ``field`` names what is wrong, ``status`` the HTTP answer."""
+    """The command may not be sent: ``field`` names what is wrong (``name``, ``args.<id>``)."""
 
-    def __init__(self, field: str, message: str, status: int = 422) -> None:
+    def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
-        self.status = status
+
+
+class CommandNotPermittedError(CommandRefusedError):
+    """The command is declared, but none of the caller's roles is in its ``write`` list."""

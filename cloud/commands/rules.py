@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from cloud.commands import CommandRefusedError
+from cloud.commands import CommandNotPermittedError, CommandRefusedError
 from parameters import Family
 
 # docs/device-contract.md 3: a command name is an identifier.
@@ -45,10 +45,8 @@ def check(family: Family | None, name: str, args: Mapping[str, Any], roles: Iter
         )
     held = frozenset(roles)
     if not any(command.writable_by(role) for role in held):
-        raise CommandRefusedError(
-            "name",
-            f"none of your roles ({', '.join(sorted(held)) or 'none'}) may send {name}",
-            status=403,
+        raise CommandNotPermittedError(
+            "name", f"none of your roles ({', '.join(sorted(held)) or 'none'}) may send {name}"
         )
     declared_args = {argument.id: argument for argument in command.args}
     for key in args:

@@ -55,7 +55,7 @@ class Authenticator:
         client = session.scalar(select(ApiClient).where(ApiClient.client_id == client_id))
         ok = self.hasher.verify(client.secret_hash if client else None, secret)
         if client is None or not ok or not client.is_active:
-            raise GrantError("invalid_client", "unknown client or wrong secret", status=401)
+            raise GrantError("invalid_client", "unknown client or wrong secret")
         token = self.tokens.issue(f"client:{client.id}", client.organization_id)
         return IssuedTokens(token, self.tokens.ttl)
 

@@ -24,7 +24,7 @@ from sqlalchemy import Select, select
 
 from cloud.access import invitations
 from cloud.access import owners as access
-from cloud.access.invitations import InvitationError, InvitationState
+from cloud.access.invitations import InvitationState
 from cloud.access.models import Invitation
 from cloud.api.access.schemas import (
     AcceptSchema,
@@ -370,12 +370,6 @@ def _verified(invitation_id: str, secret: str, location: str, lock: bool) -> Inv
     return invitation
 
 
-def _closed(exc: InvitationError) -> NoReturn:
-    if exc.field:
-        field_error(exc.field, exc.message, status=exc.status)
-    fail(exc.status, message=exc.message, errors={"invitation": [exc.reason]})
-
-
 @invitations_blp.route("/<string(maxlength=32):invitation_id>/accept", endpoint="Accept")
 class Accept(MethodView):
     @invitations_blp.arguments(SecretQuerySchema, location="query")
@@ -391,10 +385,7 @@ class Accept(MethodView):
         revoked, 409 when it was already accepted.
         """
         invitation = _verified(invitation_id, query["secret"], "query", lock=False)
-        try:
-            invitations.check_open(invitation, dt.datetime.now(dt.UTC))
-        except InvitationError as exc:
-            _closed(exc)
+        invitations.check_open(invitation, dt.datetime.now(dt.UTC))  # 409/410: cloud.api.errors
         session = request_session()
         device = session.get(Device, invitation.device_id)
         assert device is not None  # the invitation goes with its device (ON DELETE CASCADE)
@@ -430,13 +421,11 @@ class Accept(MethodView):
         now = utcnow()
         device = session.get(Device, invitation.device_id)
         assert device is not None  # the invitation goes with its device (ON DELETE CASCADE)
-        try:
-            invitations.check_open(invitation, dt.datetime.now(dt.UTC))
-            done = invitations.accept(
-                session, _hasher(), invitation, device, data["name"], data["password"], now
-            )
-        except InvitationError as exc:
-            _closed(exc)
+        # InvitationError propagates: cloud.api.errors answers 409, 410 or 422.
+        invitations.check_open(invitation, dt.datetime.now(dt.UTC))
+        done = invitations.accept(
+            session, _hasher(), invitation, device, data["name"], data["password"], now
+        )
         user = done.user
         actor = Principal("user", user.id, user.email, user.organization_id, ())
         if done.user_created:

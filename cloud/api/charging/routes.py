@@ -33,14 +33,14 @@ from cloud.api.charging.schemas import (
     SessionStartSchema,
 )
 from cloud.api.devices.routes import get_device
-from cloud.api.errors import fail, field_error, forbidden, not_found
+from cloud.api.errors import field_error, forbidden, not_found
 from cloud.api.publishers import command_publisher
 from cloud.api.records import commit
 from cloud.api.scoping import device_clause
 from cloud.audit.service import record
 from cloud.charging import live
 from cloud.charging.models import ChargingSession, SessionSource
-from cloud.charging.sessions import SessionNotActiveError, busy, request_start, request_stop
+from cloud.charging.sessions import busy, request_start, request_stop
 from cloud.commands.models import DeviceCommand
 from cloud.commands.service import expires_ms, mark_sent, request_command
 from cloud.configuration import UnknownFamilyError, schema_rules
@@ -261,10 +261,7 @@ class SessionStop(MethodView):
         if _only_own(device, "charging:stop") and charging.user_id != principal.id:
             not_found("session")
         session = request_session()
-        try:
-            request_stop(session, charging, principal, utcnow())
-        except SessionNotActiveError as exc:
-            fail(409, message=str(exc), errors={"state": [str(exc)]})
+        request_stop(session, charging, principal, utcnow())  # SessionNotActiveError: 409
         timeout = dt.timedelta(seconds=_settings().charging_start_timeout)
         command = request_command(
             session, device, "charging.stop", {"connector": charging.connector}, timeout, principal

@@ -19,10 +19,10 @@ from cloud.api.auth import current_principal, requires
 from cloud.api.blueprint import Blueprint
 from cloud.api.commands.schemas import CommandRequestSchema, CommandSchema
 from cloud.api.devices.routes import get_device
-from cloud.api.errors import fail, not_found
+from cloud.api.errors import not_found
 from cloud.api.publishers import command_publisher
 from cloud.api.records import commit
-from cloud.commands import CommandRefusedError, rules
+from cloud.commands import rules
 from cloud.commands.models import DeviceCommand
 from cloud.commands.service import expires_ms, mark_sent, request_command
 from cloud.configuration import UnknownFamilyError, schema_rules
@@ -39,15 +39,6 @@ device_commands = Blueprint(
     url_prefix="/devices",
     description="Commands to devices, with their correlation ids and the devices' answers.",
 )
-
-
-def _refused(exc: CommandRefusedError) -> Any:
-    if exc.status == 403:
-        fail(403, message=exc.message, errors={"command": [exc.message]})
-    # ``args.<id>`` is named inside ``args``, as the configuration names ``values.<id>``.
-    head, _, key = exc.field.partition(".")
-    errors: dict[str, Any] = {head: {key: [exc.message]}} if key else {head: [exc.message]}
-    fail(exc.status, message=str(exc), errors={"json": errors})
 
 
 @device_commands.route("/<string(maxlength=64):device_id>/commands", endpoint="Commands")
@@ -81,10 +72,7 @@ class Commands(MethodView):
         except UnknownFamilyError:
             family = None
         roles = roles_for_device(session, current_principal(), device)
-        try:
-            rules.check(family, data["name"], data["args"], roles)
-        except CommandRefusedError as exc:
-            _refused(exc)
+        rules.check(family, data["name"], data["args"], roles)  # 422/403: cloud.api.errors
         command = request_command(
             session,
             device,

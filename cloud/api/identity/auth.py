@@ -9,10 +9,10 @@ from urllib.parse import unquote
 
 from flask import Response, current_app, jsonify, request
 from flask.views import MethodView
-from flask_smorest import abort
 
 from cloud.api.auth import current_principal, token_service
 from cloud.api.blueprint import Blueprint
+from cloud.api.errors import NO_STORE
 from cloud.api.identity.schemas import (
     MeSchema,
     RevokeRequestSchema,
@@ -30,8 +30,6 @@ auth = Blueprint(
     url_prefix="/auth",
     description="OAuth2 tokens (RFC 6749), revocation (RFC 7009), signing keys.",
 )
-
-_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 def authenticator() -> Authenticator:
@@ -53,14 +51,6 @@ def _basic_credentials() -> tuple[str, str] | None:
     return (unquote(client_id), unquote(secret)) if sep else None
 
 
-def _refuse(exc: GrantError) -> Any:
-    headers = dict(_NO_STORE)
-    if exc.status == 401:
-        headers["WWW-Authenticate"] = 'Basic realm="ampfleet"'
-    # The one error body, plus RFC 6749's error and error_description for OAuth2 clients.
-    abort(exc.status, message=exc.description, errors={"error": exc.error}, headers=headers)
-
-
 @auth.route("/token")
 class Token(MethodView):
     @auth.arguments(TokenRequestSchema, location="form", error_status_code=400)
@@ -77,12 +67,12 @@ class Token(MethodView):
         service = authenticator()
         try:
             issued = self._grant(service, session, form)
-        except GrantError as exc:
+        except GrantError:
             session.rollback()
-            _refuse(exc)
+            raise  # answered by cloud.api.errors: 400, or 401 for invalid_client
         session.commit()
         body = {k: v for k, v in vars(issued).items() if v is not None}
-        return body, 200, _NO_STORE
+        return body, 200, NO_STORE
 
     @staticmethod
     def _grant(service: Authenticator, session: Any, form: dict[str, Any]) -> IssuedTokens:
@@ -94,9 +84,7 @@ class Token(MethodView):
         if grant == "client_credentials":
             creds = _basic_credentials() or (form.get("client_id"), form.get("client_secret"))
             if not creds[0] or not creds[1]:
-                raise GrantError(
-                    "invalid_client", "client_id and client_secret are required", status=401
-                )
+                raise GrantError("invalid_client", "client_id and client_secret are required")
             return service.client_credentials_grant(session, creds[0], creds[1])
         if not form.get("refresh_token"):
             raise GrantError("invalid_request", "refresh_token is required")
@@ -112,7 +100,7 @@ class Revoke(MethodView):
         session = request_session()
         authenticator().revoke(session, form["token"])
         session.commit()
-        return "", 200, _NO_STORE
+        return "", 200, NO_STORE
 
 
 @auth.route("/jwks")

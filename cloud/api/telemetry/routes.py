@@ -16,14 +16,13 @@ from webargs.fields import DelimitedList
 from cloud.api.auth import requires
 from cloud.api.blueprint import Blueprint
 from cloud.api.devices.routes import get_device
-from cloud.api.errors import fail
 from cloud.api.fields import QueryId, Text, UtcDateTime
 from cloud.api.schemas import Schema
 from cloud.api.scoping import device_clause
 from cloud.configuration import UnknownFamilyError, schema_rules
 from cloud.db import request_session
 from cloud.devices.models import Device, DeviceStatus
-from cloud.telemetry.store import StoreUnavailableError, TelemetryStore
+from cloud.telemetry.store import TelemetryStore
 
 telemetry = Blueprint(
     "telemetry",
@@ -63,10 +62,6 @@ def schema_current(device: Device, reported_schema: str | None) -> bool | None:
     except UnknownFamilyError:
         return None
     return reported_schema == family.schema_tag
-
-
-def _unavailable(exc: StoreUnavailableError) -> Any:
-    fail(503, message=f"the telemetry store is unavailable: {exc}")
 
 
 class LatestQuerySchema(Schema):
@@ -182,10 +177,7 @@ class Latest(MethodView):
         """The newest value of every parameter of the device (or of one of its nodes)."""
         device = get_device(device_id, "telemetry:read")
         node = query.get("node", "master")
-        try:
-            latest = telemetry_store().latest(device.id, node)
-        except StoreUnavailableError as exc:
-            _unavailable(exc)
+        latest = telemetry_store().latest(device.id, node)  # StoreUnavailableError: 503
         return {
             "device_id": device.id,
             "node": node,
@@ -205,19 +197,16 @@ class History(MethodView):
         start = _ms(query["start"])
         end = _ms(query.get("end") or dt.datetime.now(dt.UTC))
         limit = query["limit"]
-        try:
-            points = telemetry_store().history(
-                device.id,
-                start,
-                end,
-                fields=query.get("parameters"),
-                node=query.get("node"),
-                interval_s=query.get("interval"),
-                aggregate=query.get("aggregate"),
-                limit=limit + 1,
-            )
-        except StoreUnavailableError as exc:
-            _unavailable(exc)
+        points = telemetry_store().history(  # StoreUnavailableError: 503 (cloud.api.errors)
+            device.id,
+            start,
+            end,
+            fields=query.get("parameters"),
+            node=query.get("node"),
+            interval_s=query.get("interval"),
+            aggregate=query.get("aggregate"),
+            limit=limit + 1,
+        )
         headers = {}
         if len(points) > limit:
             points = points[:limit]
