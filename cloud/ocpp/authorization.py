@@ -29,7 +29,7 @@ from ocpp.v201 import call as call201
 
 from cloud.ocpp.downlink import Answer, Outgoing, by_status, plain
 from cloud.ocpp.meter import format_time
-from cloud.ocpp.uplink import V16
+from cloud.ocpp.v16.uplink import VERSION as V16
 from firmware.core import contract
 
 ACCEPTED = "Accepted"

@@ -20,7 +20,8 @@ from ocpp.v201 import call as call201
 
 from cloud.ocpp import UnsupportedCommandError
 from cloud.ocpp.meter import format_time
-from cloud.ocpp.uplink import V16, Uplink
+from cloud.ocpp.uplink import Uplink
+from cloud.ocpp.v16.uplink import VERSION as V16
 from firmware.core import contract
 from parameters import Family
 

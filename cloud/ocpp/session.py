@@ -40,7 +40,7 @@ from cloud.ocpp.downlink import (
 )
 from cloud.ocpp.meter import MeterMap, format_time
 from cloud.ocpp.registry import Admission
-from cloud.ocpp.uplink import Publish, Uplink, token_of
+from cloud.ocpp.uplink import Publish, Uplink
 from firmware.core import contract
 from parameters import Family
 
@@ -64,6 +64,7 @@ class BridgedCharger(OcppConnection):
     attributes and adds the handlers of the requests only its version has."""
 
     subprotocol: ClassVar[str]  # the WebSocket subprotocol (OCPP-J 1.6 3.1.2, 2.0.1 part 4)
+    _uplink_class: ClassVar[type[Uplink]]
     # GetLocalListVersion's answer for "keeps no list", where the version has one (1.6 5.9).
     _no_list_version: ClassVar[int | None] = None
 
@@ -81,7 +82,7 @@ class BridgedCharger(OcppConnection):
         self.version = self._ocpp_version
         self.context = context
         self.family = family
-        self.uplink = Uplink(self.device_id, self.version, meters, context.transfers)
+        self.uplink = self._uplink_class(self.device_id, meters, context.transfers)
         self.uplink.firmware = admission.firmware_version
         self.started_ms = self.uplink.now_ms()
         self.superseded = False
@@ -448,7 +449,7 @@ class BridgedCharger(OcppConnection):
     @on("Authorize")
     async def on_authorize(self, **payload: Any) -> Any:
         with refusing():
-            token = token_of(payload)
+            token = self.uplink.token_of(payload)
         # 2.0.1 NoAuthorization asks for nothing: accepted.
         verdict = Verdict(ACCEPTED) if token is None else await self._verdict(token)
         self.publish(self.uplink.authorize(token, verdict.status, verdict.refusal))

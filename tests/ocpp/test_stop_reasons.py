@@ -13,7 +13,9 @@ from ocpp.v16.enums import Reason
 
 from cloud.charging import reasons
 from cloud.ocpp.server import FamilyCache
-from cloud.ocpp.uplink import V16, V201, DataTransferRules, Uplink
+from cloud.ocpp.uplink import DataTransferRules
+from cloud.ocpp.v16.uplink import Uplink16
+from cloud.ocpp.v201.uplink import Uplink201
 from firmware.core import contract
 
 # OCPP 1.6 (7.39 Reason) and 2.0.1 (ReasonEnumType), spelt as the specifications spell them.
@@ -49,8 +51,7 @@ def stopped_data(ocpp_reason: str) -> dict[str, Any]:
     ``ocpp_reason``: a 1.6 StopTransaction when 1.6 has the word, else a 2.0.1 TransactionEvent."""
     _family, meters = FamilyCache().get("ocpp-generic")
     if ocpp_reason in V16_REASONS:
-        translate = Uplink("cp-1", V16, meters, DataTransferRules.parse(""))
-        published = translate.stop_transaction(
+        published = Uplink16("cp-1", meters, DataTransferRules.parse("")).stop_transaction(
             {
                 "transaction_id": 7,
                 "meter_stop": 1_000,
@@ -59,8 +60,7 @@ def stopped_data(ocpp_reason: str) -> dict[str, Any]:
             }
         )
     else:
-        translate = Uplink("cp-1", V201, meters, DataTransferRules.parse(""))
-        published = translate.transaction_event(
+        published = Uplink201("cp-1", meters, DataTransferRules.parse("")).transaction_event(
             {
                 "event_type": "Ended",
                 "timestamp": "2026-09-21T10:30:00Z",

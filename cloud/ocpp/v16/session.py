@@ -19,7 +19,8 @@ from cloud.ocpp.authorization import (
 from cloud.ocpp.connection import refusing
 from cloud.ocpp.downlink import Outgoing
 from cloud.ocpp.session import BridgedCharger
-from cloud.ocpp.uplink import V16
+from cloud.ocpp.v16.uplink import VERSION as V16
+from cloud.ocpp.v16.uplink import Uplink16
 from firmware.core import contract
 
 
@@ -30,6 +31,7 @@ class Charger16(BridgedCharger):
     _ocpp_version = V16
     _call = call
     _call_result = call_result
+    _uplink_class = Uplink16
     _known_actions = frozenset(a.value for a in Action)
     # OCPP-J 1.6 4.2.3 spells these its own way (and has no RpcFrameworkError).
     _unreadable = "FormationViolation"
@@ -39,6 +41,7 @@ class Charger16(BridgedCharger):
         "RpcFrameworkError": "FormationViolation",
     }
     _no_list_version = -1  # GetLocalListVersion.conf (1.6 5.9): keeps no list
+    uplink: Uplink16
 
     def _token_info(self, verdict: Verdict) -> dict[str, Any]:
         """IdTagInfo (1.6)."""

@@ -20,7 +20,8 @@ from cloud.ocpp.authorization import (
 from cloud.ocpp.connection import refusing
 from cloud.ocpp.downlink import Outgoing
 from cloud.ocpp.session import BridgedCharger
-from cloud.ocpp.uplink import V201, token_of
+from cloud.ocpp.v201.uplink import VERSION as V201
+from cloud.ocpp.v201.uplink import Uplink201
 from firmware.core import contract
 
 
@@ -31,8 +32,10 @@ class Charger201(BridgedCharger):
     _ocpp_version = V201
     _call = call
     _call_result = call_result
+    _uplink_class = Uplink201
     _known_actions = frozenset(a.value for a in Action)
     _unreadable = "RpcFrameworkError"  # OCPP-J 2.0.1 part 4 4.2.3
+    uplink: Uplink201
 
     def _token_info(self, verdict: Verdict) -> dict[str, Any]:
         """IdTokenInfoType."""
@@ -55,7 +58,7 @@ class Charger201(BridgedCharger):
         """TransactionEvent (E01-E09): the session's events, and the token's verdict."""
         with refusing():
             self.publish(self.uplink.transaction_event(payload))
-            token = token_of(payload)
+            token = self.uplink.token_of(payload)
         if token is not None:
             verdict = await self._verdict(token)
             return call_result.TransactionEvent(id_token_info=token_info(verdict, V201))
