@@ -20,7 +20,7 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar
 
 import websockets
@@ -33,7 +33,9 @@ from cloud.ocpp.context import SessionContext
 from cloud.ocpp.downlink import (
     Answer,
     Outgoing,
+    Translate,
     config_call,
+    ocpp_setting,
     ota_call,
     remote_start_token,
     to_call,
@@ -65,6 +67,7 @@ class BridgedCharger(OcppConnection):
 
     subprotocol: ClassVar[str]  # the WebSocket subprotocol (OCPP-J 1.6 3.1.2, 2.0.1 part 4)
     _uplink_class: ClassVar[type[Uplink]]
+    _commands: ClassVar[Mapping[str, Translate]]  # contract command -> the version's call
     # GetLocalListVersion's answer for "keeps no list", where the version has one (1.6 5.9).
     _no_list_version: ClassVar[int | None] = None
 
@@ -235,7 +238,7 @@ class BridgedCharger(OcppConnection):
             await self._config_apply(command)
             return
         try:
-            outgoing = to_call(command, self.uplink, self.family)
+            outgoing = to_call(self._commands, self.version, command, self.uplink, self.family)
         except UnsupportedCommandError as exc:
             self.answer(command.id, Answer("rejected", None, exc.reason))
             return
@@ -272,12 +275,12 @@ class BridgedCharger(OcppConnection):
         in_force: dict[str, Any] = {}
         refused: dict[str, str] = {}
         for key, value in desired.values.items():
-            parameter = _setting(self.family, key)
+            parameter = ocpp_setting(self.family, key)
             if parameter is None:
                 refused[key] = "not an OCPP setting of this charger's family"
                 continue
             try:
-                outgoing = config_call(key, value, self.uplink, parameter)
+                outgoing = config_call(self._commands, key, value, self.uplink, parameter)
             except UnsupportedCommandError as exc:
                 refused[key] = exc.reason
                 continue
@@ -320,7 +323,7 @@ class BridgedCharger(OcppConnection):
         self.offered_version = offer.version
         self.uplink.ota_version = offer.version
         self.uplink.ota_progressed = False
-        answer = await self._request(ota_call(offer, self.uplink))
+        answer = await self._request(ota_call(self._commands, offer, self.uplink))
         if answer is None or (answer.status == "ok" and self.uplink.ota_progressed):
             return  # gone, or the charger's own reports went out first: nothing to add
         state, reason = (
@@ -415,7 +418,7 @@ class BridgedCharger(OcppConnection):
         command = contract.Command(
             "bridge-csr", "certificate.signed", {"certificate_chain": chain}, None
         )
-        outgoing = to_call(command, self.uplink, self.family)
+        outgoing = to_call(self._commands, self.version, command, self.uplink, self.family)
         answer = await self._request(outgoing)
         if answer is not None:
             data = {"status": answer.status, "reason": answer.reason}
@@ -491,16 +494,3 @@ class BridgedCharger(OcppConnection):
         with refusing():
             self.publish(self.uplink.security_event(payload))
         return self._call_result.SecurityEventNotification()
-
-
-def _setting(family: Family | None, key: str) -> Family | None:
-    """The family, when ``key`` is one of its OCPP-bound settings (else None)."""
-    if family is None:
-        return None
-    try:
-        parameter = family.parameter(key)
-    except KeyError:
-        return None
-    if parameter.kind != "setting" or parameter.binding.kind != "ocpp":
-        return None
-    return family

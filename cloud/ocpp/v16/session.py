@@ -10,17 +10,12 @@ from ocpp.routing import on
 from ocpp.v16 import call, call_result
 from ocpp.v16.enums import Action
 
-from cloud.ocpp.authorization import (
-    Verdict,
-    get_local_list_version_call,
-    send_local_list_call,
-    token_info,
-)
+from cloud.ocpp.authorization import Verdict
 from cloud.ocpp.connection import refusing
 from cloud.ocpp.downlink import Outgoing
 from cloud.ocpp.session import BridgedCharger
-from cloud.ocpp.v16.uplink import VERSION as V16
-from cloud.ocpp.v16.uplink import Uplink16
+from cloud.ocpp.v16 import downlink
+from cloud.ocpp.v16.uplink import VERSION, Uplink16
 from firmware.core import contract
 
 
@@ -28,10 +23,11 @@ class Charger16(BridgedCharger):
     """An OCPP 1.6J charger."""
 
     subprotocol = "ocpp1.6"  # OCPP-J 1.6 3.1.2
-    _ocpp_version = V16
+    _ocpp_version = VERSION
     _call = call
     _call_result = call_result
     _uplink_class = Uplink16
+    _commands = downlink.COMMANDS
     _known_actions = frozenset(a.value for a in Action)
     # OCPP-J 1.6 4.2.3 spells these its own way (and has no RpcFrameworkError).
     _unreadable = "FormationViolation"
@@ -40,12 +36,12 @@ class Charger16(BridgedCharger):
         "OccurrenceConstraintViolation": "OccurenceConstraintViolation",
         "RpcFrameworkError": "FormationViolation",
     }
-    _no_list_version = -1  # GetLocalListVersion.conf (1.6 5.9): keeps no list
+    _no_list_version = downlink.NO_LIST
     uplink: Uplink16
 
     def _token_info(self, verdict: Verdict) -> dict[str, Any]:
         """IdTagInfo (1.6)."""
-        return token_info(verdict, V16)
+        return downlink.id_tag_info(verdict)
 
     def _authorized(self, info: dict[str, Any]) -> Any:
         """Authorize.conf (1.6 6.2)."""
@@ -53,11 +49,11 @@ class Charger16(BridgedCharger):
 
     def _list_version_call(self) -> Outgoing:
         """GetLocalListVersion.req (1.6 5.9)."""
-        return get_local_list_version_call(V16)
+        return downlink.get_local_list_version_call()
 
     def _send_list_call(self, auth_list: contract.AuthList) -> tuple[Outgoing, int]:
         """SendLocalList.req (1.6 5.15)."""
-        return send_local_list_call(V16, auth_list)
+        return downlink.send_local_list_call(auth_list)
 
     @on("StartTransaction")
     async def on_start_transaction(self, **payload: Any) -> Any:
@@ -69,7 +65,7 @@ class Charger16(BridgedCharger):
         verdict = await self._verdict(str(payload["id_tag"]))
         self.publish(published)
         return call_result.StartTransaction(
-            transaction_id=number, id_tag_info=token_info(verdict, V16)
+            transaction_id=number, id_tag_info=downlink.id_tag_info(verdict)
         )
 
     @on("StopTransaction")
@@ -79,7 +75,7 @@ class Charger16(BridgedCharger):
             self.publish(self.uplink.stop_transaction(payload))
         if payload.get("id_tag"):
             verdict = await self._verdict(str(payload["id_tag"]))
-            return call_result.StopTransaction(id_tag_info=token_info(verdict, V16))
+            return call_result.StopTransaction(id_tag_info=downlink.id_tag_info(verdict))
         return call_result.StopTransaction()
 
     @on("DiagnosticsStatusNotification")

@@ -10,18 +10,12 @@ from ocpp.routing import on
 from ocpp.v201 import call, call_result
 from ocpp.v201.enums import Action
 
-from cloud.ocpp.authorization import (
-    ACCEPTED,
-    Verdict,
-    get_local_list_version_call,
-    send_local_list_call,
-    token_info,
-)
+from cloud.ocpp.authorization import ACCEPTED, Verdict
 from cloud.ocpp.connection import refusing
 from cloud.ocpp.downlink import Outgoing
 from cloud.ocpp.session import BridgedCharger
-from cloud.ocpp.v201.uplink import VERSION as V201
-from cloud.ocpp.v201.uplink import Uplink201
+from cloud.ocpp.v201 import downlink
+from cloud.ocpp.v201.uplink import VERSION, Uplink201
 from firmware.core import contract
 
 
@@ -29,17 +23,18 @@ class Charger201(BridgedCharger):
     """An OCPP 2.0.1 charging station."""
 
     subprotocol = "ocpp2.0.1"  # OCPP-J 2.0.1 part 4 3.1.2
-    _ocpp_version = V201
+    _ocpp_version = VERSION
     _call = call
     _call_result = call_result
     _uplink_class = Uplink201
+    _commands = downlink.COMMANDS
     _known_actions = frozenset(a.value for a in Action)
     _unreadable = "RpcFrameworkError"  # OCPP-J 2.0.1 part 4 4.2.3
     uplink: Uplink201
 
     def _token_info(self, verdict: Verdict) -> dict[str, Any]:
         """IdTokenInfoType."""
-        return token_info(verdict, V201)
+        return downlink.id_token_info(verdict)
 
     def _authorized(self, info: dict[str, Any]) -> Any:
         """AuthorizeResponse (C01)."""
@@ -47,11 +42,11 @@ class Charger201(BridgedCharger):
 
     def _list_version_call(self) -> Outgoing:
         """GetLocalListVersionRequest (D02)."""
-        return get_local_list_version_call(V201)
+        return downlink.get_local_list_version_call()
 
     def _send_list_call(self, auth_list: contract.AuthList) -> tuple[Outgoing, int]:
         """SendLocalListRequest (D01)."""
-        return send_local_list_call(V201, auth_list)
+        return downlink.send_local_list_call(auth_list)
 
     @on("TransactionEvent")
     async def on_transaction_event(self, **payload: Any) -> Any:
@@ -61,7 +56,7 @@ class Charger201(BridgedCharger):
             token = self.uplink.token_of(payload)
         if token is not None:
             verdict = await self._verdict(token)
-            return call_result.TransactionEvent(id_token_info=token_info(verdict, V201))
+            return call_result.TransactionEvent(id_token_info=downlink.id_token_info(verdict))
         if payload.get("id_token"):  # NoAuthorization: nothing to judge
             return call_result.TransactionEvent(id_token_info={"status": ACCEPTED})
         return call_result.TransactionEvent()
