@@ -1,14 +1,11 @@
-"""One charger's session: the bridge over a corrected ``ChargePoint`` (``connection``), shared by
-every OCPP version. The version modules (``cloud.ocpp.v16``, ``cloud.ocpp.v201``) subclass
-``BridgedCharger``: they set the class attributes (the library's call modules, the uplink
-class, the downlink table) and hold only the handlers and answers their version spells its own
-way, as the library's version classes do. No code here asks which version it speaks.
+"""One charger's session over a corrected ``ChargePoint`` (``connection``), shared by every OCPP
+version. A version (``cloud.ocpp.v16``, ``cloud.ocpp.v201``) subclasses ``BridgedCharger``: it
+sets the class attributes (call modules, uplink class, downlink table) and holds only what it
+spells its own way, as the library's version classes do. No code here asks for the version.
 
 The library's receive loop is sequential: a handler that awaited a call to the charger would
 wait for the answer that loop can never read. Handlers here never call: commands and
-follow-ups go through one job queue per charger, run by a task of their own, one call at a
-time.
-
+follow-ups go through one job queue per charger, run by a task of their own, one at a time.
 Id tokens are judged by the charger's local authorization list (``authorization``), which the
 bridge also keeps on the charger with SendLocalList, as a job like the commands.
 """
@@ -152,7 +149,7 @@ class BridgedCharger(OcppConnection):
         metrics.COMMANDS.labels(answer.status).inc()
         self.publish([Publish(contract.CMD_RESULT, payload)])
 
-    # --- the library's loop, corrected ---------------------------------------------------------
+    # --- the connection's life, and its jobs: calls to the charger, one at a time -----------
 
     async def run(self) -> None:
         """Serve the charger until its connection closes."""
@@ -172,8 +169,6 @@ class BridgedCharger(OcppConnection):
         self.superseded = True
         with contextlib.suppress(Exception):
             await self._connection.close(1000, reason)
-
-    # --- jobs: calls to the charger, one at a time ---------------------------------------------
 
     async def _run_jobs(self) -> None:
         while True:
@@ -428,6 +423,7 @@ class BridgedCharger(OcppConnection):
 
     @on("BootNotification")
     def on_boot_notification(self, **payload: Any) -> Any:
+        """BootNotification (1.6 4.2, 2.0.1 B01): accepted, with the heartbeat interval."""
         with refusing():
             boot, published = self.uplink.boot(payload)
         self.publish(published)
@@ -440,17 +436,20 @@ class BridgedCharger(OcppConnection):
 
     @on("Heartbeat")
     def on_heartbeat(self, **_payload: Any) -> Any:
+        """Heartbeat (1.6 4.6, 2.0.1 G02): the bridge's time."""
         self.publish(self.uplink.heartbeat())
         return self._call_result.Heartbeat(current_time=format_time(self.uplink.now_ms()))
 
     @on("StatusNotification")
     def on_status_notification(self, **payload: Any) -> Any:
+        """StatusNotification (1.6 4.9, 2.0.1 G01): telemetry and an event."""
         with refusing():
             self.publish(self.uplink.status_notification(payload))
         return self._call_result.StatusNotification()
 
     @on("Authorize")
     async def on_authorize(self, **payload: Any) -> Any:
+        """Authorize (1.6 4.1, 2.0.1 C01): the token's verdict by the local list."""
         with refusing():
             token = self.uplink.token_of(payload)
         # 2.0.1 NoAuthorization asks for nothing: accepted.
@@ -460,6 +459,7 @@ class BridgedCharger(OcppConnection):
 
     @on("MeterValues")
     def on_meter_values(self, **payload: Any) -> Any:
+        """MeterValues (1.6 4.7, 2.0.1 J01/J02): telemetry; unmapped values are counted."""
         with refusing():
             before = self.uplink.dropped
             self.publish(self.uplink.meter_values(payload))
@@ -469,12 +469,14 @@ class BridgedCharger(OcppConnection):
 
     @on("FirmwareStatusNotification")
     def on_firmware_status_notification(self, **payload: Any) -> Any:
+        """FirmwareStatusNotification (1.6 4.5, 2.0.1 L01): an event and the OTA status."""
         with refusing():
             self.publish(self.uplink.firmware_status(payload))
         return self._call_result.FirmwareStatusNotification()
 
     @on("DataTransfer")
     def on_data_transfer(self, **payload: Any) -> Any:
+        """DataTransfer (1.6 4.3, 2.0.1 P02): accepted vendor/message pairs become events."""
         with refusing():
             status, published = self.uplink.data_transfer(payload)
         self.publish(published)
@@ -482,6 +484,7 @@ class BridgedCharger(OcppConnection):
 
     @on("SignCertificate")
     def on_sign_certificate(self, **payload: Any) -> Any:
+        """SignCertificate (2.0.1 A02/A03, 1.6 security extension): signed by a job."""
         with refusing():
             self.publish(self.uplink.sign_certificate(payload))
         if self.context.signer is not None:
@@ -491,6 +494,7 @@ class BridgedCharger(OcppConnection):
 
     @on("SecurityEventNotification")
     def on_security_event_notification(self, **payload: Any) -> Any:
+        """SecurityEventNotification: a warning event."""
         with refusing():
             self.publish(self.uplink.security_event(payload))
         return self._call_result.SecurityEventNotification()
