@@ -1,14 +1,14 @@
-"""Why a session stopped: the charger's words (docs/device-contract.md 14, OCPP 1.6 ``Reason``,
-OCPP 2.0.1 ``ReasonEnumType``) mapped onto the cloud's record vocabulary.
+"""Why a session stopped: the contract's ``reason`` words (docs/device-contract.md 14) mapped
+onto the cloud's record vocabulary.
 
 The cloud keeps two things: ``stop_reason``, one of :data:`STOP_REASONS` (what reports group
-by), and ``charger_reason``, the reason exactly as the charger gave it (the OCPP one when the
-bridge passed it on as ``ocpp_reason``), so that nothing the charger said is lost.
+by), and ``charger_reason``, the reason exactly as the charger gave it (the bridge's
+``ocpp_reason`` when it passed one on), so that nothing the charger said is lost. Only the
+contract is known here: chargers that speak another protocol (OCPP) are translated into the
+contract's words by their bridge (``cloud.ocpp``), which sends its own word as ``ocpp_reason``.
 """
 
 from __future__ import annotations
-
-from cloud.ocpp.uplink import STOP_REASONS as OCPP_STOP_REASONS
 
 REMOTE = "remote"
 LOCAL = "local"
@@ -50,25 +50,19 @@ _CONTRACT: dict[str, str] = {
     "cardrefused": CARD_REFUSED,
     "other": OTHER,
 }
-# OCPP reasons (an ``ocpp_reason`` alone) go through the bridge's own translation into the
-# contract's words: one table for the protocol, kept where the protocol is translated.
-_BY_KEY: dict[str, str] = {
-    **{_key(ocpp): _CONTRACT[_key(word)] for ocpp, word in OCPP_STOP_REASONS.items()},
-    **_CONTRACT,
-}
 
 
 def known(reason: str | None) -> bool:
-    """True when ``reason`` (a contract or OCPP name, any case) maps onto the vocabulary."""
-    return reason is not None and _key(reason) in _BY_KEY
+    """True when ``reason`` (a contract word, any case or separators) maps onto the vocabulary."""
+    return reason is not None and _key(reason) in _CONTRACT
 
 
 def stop_reason(reason: str | None, ocpp_reason: str | None = None) -> str:
     """The cloud's ``stop_reason`` for what the charger said: its contract ``reason`` when
-    known, else its OCPP reason, else ``other``."""
+    known, else its other word when that one spells a contract word, else ``other``."""
     for said in (reason, ocpp_reason):
         if said is not None and known(said):
-            return _BY_KEY[_key(said)]
+            return _CONTRACT[_key(said)]
     return OTHER
 
 

@@ -4,12 +4,15 @@
 profiles 1-3, the registry as whitelist) and speaks the device contract over MQTT for every
 charger it holds (``link``), so nothing behind the broker knows a charger is not native.
 
-The protocol work is I/O-free: ``meter`` maps sampled values onto the family's parameters,
-``uplink`` turns what a charger sends into contract messages and OCPP answers, ``downlink``
-turns contract commands into OCPP calls and their answers into command results,
-``authorization`` judges id tokens by the charger's local authorization list and builds the
-calls that keep that list on the charger. ``session`` binds them to the ocpp library's
-``ChargePoint`` (one per connection), ``worker`` runs it all on one asyncio loop (uvloop's).
+A shared core with one thin package per OCPP version (``v16``, ``v201``), as the ocpp library
+is laid out. The protocol work is I/O-free: ``meter`` maps sampled values onto the family's
+parameters, ``uplink`` turns what a charger sends into contract messages and OCPP answers,
+``downlink`` turns contract commands into OCPP calls and their answers into command results,
+``authorization`` judges id tokens by the charger's local authorization list; each version's
+``uplink``/``downlink`` read and build what that version spells its own way. ``connection``
+corrects the ocpp library's ``ChargePoint``, ``session`` is the session every version shares
+and each version's ``session`` its charger class (one per connection), which ``server`` picks
+by subprotocol; ``worker`` runs it all on one asyncio loop (uvloop's).
 
 Exceptions::
 

@@ -12,7 +12,8 @@ judging what OCPP chargers present, and its copy on the charger. I/O-free.
 * The charger keeps the same list (Local Authorization List Management, 1.6 5.15/5.9, 2.0.1
   D01/D02), so that cards work while it is offline: a Full SendLocalList whose version is the
   contract's, sent when it differs from the version the charger last confirmed, which the
-  bridge asks for (GetLocalListVersion) on each connection.
+  bridge asks for (GetLocalListVersion) on each connection. Those calls are each version's
+  (``cloud.ocpp.v16.downlink``, ``cloud.ocpp.v201.downlink``).
 
 What is remembered survives a reconnect to the same bridge (``AuthorizationMemory``): the list,
 the version the charger confirmed and the remote-start tokens.
@@ -24,23 +25,14 @@ import collections
 import dataclasses
 from typing import Any
 
-from ocpp.v16 import call as call16
-from ocpp.v201 import call as call201
-
-from cloud.ocpp.downlink import Answer, Outgoing, by_status, plain
 from cloud.ocpp.meter import format_time
-from cloud.ocpp.uplink import V16
 from firmware.core import contract
 
 ACCEPTED = "Accepted"
 EXPIRED = "Expired"
 INVALID = "Invalid"
-# Longest id token each version carries (1.6 IdToken is CiString20, 2.0.1 idToken is 36).
-MAX_TOKEN = {V16: 20, "2.0.1": 36}
 REMOTE_TOKENS = 32  # remote-start tokens remembered per charger
 MEMORY_LIMIT = 100_000  # chargers remembered per bridge (the least recently seen go first)
-# 2.0.1 IdTokenEnumType of the cards on the list (RFID cards, contract 4.9).
-CARD_ID_TYPE = "ISO14443"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,55 +127,10 @@ class AuthorizationMemory:
         return found
 
 
-def token_info(verdict: Verdict, version: str) -> dict[str, Any]:
-    """The idTagInfo (1.6) or idTokenInfo (2.0.1) of an answer, in the library's snake_case."""
+def token_info(verdict: Verdict, expiry_key: str) -> dict[str, Any]:
+    """The idTagInfo (1.6) or idTokenInfo (2.0.1) of an answer, in the library's snake_case;
+    the version names its expiry field ``expiry_key``."""
     info: dict[str, Any] = {"status": verdict.status}
     if verdict.until is not None:
-        key = "expiry_date" if version == V16 else "cache_expiry_date_time"
-        info[key] = format_time(verdict.until)
+        info[expiry_key] = format_time(verdict.until)
     return info
-
-
-def _read_version(response: Any) -> Answer:
-    data = plain(response)
-    number = data.get("list_version", data.get("version_number"))
-    return Answer("ok", {"version": number})
-
-
-def get_local_list_version_call(version: str) -> Outgoing:
-    """GetLocalListVersion (1.6 5.9, 2.0.1 D02); the answer's result is ``{"version": N}``."""
-    if version == V16:
-        return Outgoing(call16.GetLocalListVersion(), _read_version)
-    return Outgoing(call201.GetLocalListVersion(), _read_version)
-
-
-def send_local_list_call(version: str, auth_list: contract.AuthList) -> tuple[Outgoing, int]:
-    """A Full SendLocalList of ``auth_list`` (1.6 5.15, 2.0.1 D01), and how many tokens it
-    carries: each Accepted, with its ``until`` as the expiry; a token longer than the version
-    carries (1.6: 20 characters) is left out (the bridge still judges it itself)."""
-    longest = MAX_TOKEN[version]
-    entries: list[dict[str, Any]] = []
-    for token in sorted(auth_list.tokens):
-        if len(token) > longest:
-            continue
-        info = token_info(Verdict(ACCEPTED, auth_list.tokens[token]), version)
-        if version == V16:
-            entries.append({"id_tag": token, "id_tag_info": info})
-        else:
-            entries.append(
-                {"id_token": {"id_token": token, "type": CARD_ID_TYPE}, "id_token_info": info}
-            )
-    if version == V16:
-        payload: Any = call16.SendLocalList(
-            list_version=auth_list.version,
-            update_type="Full",
-            local_authorization_list=entries or None,
-        )
-    else:
-        # 2.0.1: the list has minItems 1; a Full update without one empties the station's.
-        payload = call201.SendLocalList(
-            version_number=auth_list.version,
-            update_type="Full",
-            local_authorization_list=entries or None,
-        )
-    return Outgoing(payload, by_status), len(entries)

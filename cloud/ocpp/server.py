@@ -25,15 +25,21 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from cloud.ocpp import HandshakeRefusedError, metrics
+from cloud.ocpp.context import SessionContext
 from cloud.ocpp.meter import MeterMap
 from cloud.ocpp.registry import Admission, Gatekeeper
-from cloud.ocpp.session import BridgedCharger, Charger16, Charger201, SessionContext
-from cloud.ocpp.uplink import V16, V201
+from cloud.ocpp.session import BridgedCharger
+from cloud.ocpp.v16.session import Charger16
+from cloud.ocpp.v201.session import Charger201
 from parameters import Family
 
 log = logging.getLogger(__name__)
 
-SUBPROTOCOLS = {"ocpp2.0.1": V201, "ocpp1.6": V16}  # in order of preference
+# The charger class of each subprotocol, in order of preference: one line per version.
+CHARGERS: dict[str, type[BridgedCharger]] = {
+    Charger201.subprotocol: Charger201,
+    Charger16.subprotocol: Charger16,
+}
 MAX_MESSAGE = 256 * 1024  # OCPP messages are small; a certificate chain is the largest
 FALLBACK_FAMILY = "ocpp-generic"
 
@@ -142,7 +148,7 @@ class OcppServer:
     # --- handshake ---------------------------------------------------------------------------
 
     def _select_subprotocol(self, _connection: ServerConnection, offered: Sequence[str]) -> Any:
-        for name in SUBPROTOCOLS:
+        for name in CHARGERS:
             if name in offered:
                 return name
         return None
@@ -157,7 +163,7 @@ class OcppServer:
             if item.strip()
         ]
         try:
-            if offered and not set(offered) & set(SUBPROTOCOLS):
+            if offered and not set(offered) & set(CHARGERS):
                 raise HandshakeRefusedError(400, "none of the offered OCPP versions is spoken here")
             if not offered and self.no_subprotocol == "refuse":
                 raise HandshakeRefusedError(400, "offer a subprotocol: ocpp2.0.1 or ocpp1.6")
@@ -182,10 +188,11 @@ class OcppServer:
 
     async def _serve(self, connection: ServerConnection) -> None:
         admission = self._admitted.pop(connection)
-        version = SUBPROTOCOLS.get(connection.subprotocol or "", V16)
+        # No subprotocol: the handshake let it through only when ``no_subprotocol`` names one.
+        kind = CHARGERS[connection.subprotocol or self.no_subprotocol]
         family, meters = self.families.get(admission.hardware_family)
-        kind = Charger201 if version == V201 else Charger16
         session = kind(connection, admission, self.context, family, meters)
+        version = session.version
         device_id = admission.device_id
         previous = self.sessions.get(device_id)
         if previous is not None:

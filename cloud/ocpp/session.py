@@ -1,24 +1,11 @@
-"""One charger's connection: the ocpp library's ``ChargePoint`` with the bridge's handlers.
+"""One charger's session over a corrected ``ChargePoint`` (``connection``), shared by every OCPP
+version. A version (``cloud.ocpp.v16``, ``cloud.ocpp.v201``) subclasses ``BridgedCharger``: it
+sets the class attributes (call modules, uplink class, downlink table) and holds only what it
+spells its own way, as the library's version classes do. No code here asks for the version.
 
-What the library does (ocpp 2.1.0, read before relying on it): framing, the JSON-schema
-validators, matching answers to calls, one call at a time. What it gets wrong, and this class
-fixes in ``route_message``/``_handle_call``:
-
-* an unparseable frame is only logged: the charger gets no answer. Here it gets a CallError
-  with message id ``-1`` (the id could not be read; OCPP-J 2.0.1 part 4 4.2.3):
-  ``RpcFrameworkError`` (2.0.1) or ``FormationViolation`` (1.6);
-* it swaps NotImplemented and NotSupported: an unknown action is ``NotImplemented`` ("not
-  known by receiver"), a known action the bridge does not take is ``NotSupported``;
-* it answers 1.6 chargers with 2.0.1 spellings: ``FormatViolation`` is ``FormationViolation``
-  and ``OccurrenceConstraintViolation`` is ``OccurenceConstraintViolation`` in 1.6;
-* its receive loop is sequential: a handler that awaited a call to the charger would wait for
-  the answer that loop can never read. Handlers here never call: commands and follow-ups go
-  through one job queue per charger, run by a task of their own, one call at a time.
-
-Validation: every request is checked against the version's schema (compiled, ``schemas``),
-every answer and call too; a charger marked ``lenient`` (a vendor known to deviate) skips the
-checks of what it sends and of what the bridge answers it.
-
+The library's receive loop is sequential: a handler that awaited a call to the charger would
+wait for the answer that loop can never read. Handlers here never call: commands and
+follow-ups go through one job queue per charger, run by a task of their own, one at a time.
 Id tokens are judged by the charger's local authorization list (``authorization``), which the
 bridge also keeps on the charger with SendLocalList, as a job like the commands.
 """
@@ -28,65 +15,31 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import dataclasses
-import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, ClassVar
 
 import websockets
-from ocpp.charge_point import (
-    ChargePoint,
-    camel_to_snake_case,
-    remove_nones,
-    serialize_as_dict,
-    snake_to_camel_case,
-)
-from ocpp.exceptions import (
-    FormatViolationError,
-    InternalError,
-    NotSupportedError,
-    OCPPError,
-    PropertyConstraintViolationError,
-    ProtocolError,
-)
-from ocpp.exceptions import (
-    NotImplementedError as OcppNotImplementedError,
-)
-from ocpp.messages import CallError, MessageType, unpack
 from ocpp.routing import on
-from ocpp.v16 import call as call16
-from ocpp.v16 import call_result as result16
-from ocpp.v16.enums import Action as Action16
-from ocpp.v201 import call as call201
-from ocpp.v201 import call_result as result201
-from ocpp.v201.enums import Action as Action201
-from websockets.protocol import State
 
-from cloud.ocpp import UnsupportedCommandError, metrics, schemas
-from cloud.ocpp.authorization import (
-    ACCEPTED,
-    INVALID,
-    AuthorizationMemory,
-    Verdict,
-    get_local_list_version_call,
-    send_local_list_call,
-    token_info,
-)
-from cloud.ocpp.certificates import CsrSigner
+from cloud.ocpp import UnsupportedCommandError, metrics
+from cloud.ocpp.authorization import ACCEPTED, INVALID, Verdict
+from cloud.ocpp.connection import OcppConnection, refusing
+from cloud.ocpp.context import SessionContext
 from cloud.ocpp.downlink import (
     Answer,
     Outgoing,
+    Translate,
     config_call,
+    ocpp_setting,
     ota_call,
     remote_start_token,
     to_call,
 )
-from cloud.ocpp.link import BridgeLink
 from cloud.ocpp.meter import MeterMap, format_time
-from cloud.ocpp.registry import Admission, Recorder
-from cloud.ocpp.uplink import V16, V201, DataTransferRules, Publish, Uplink, token_of
+from cloud.ocpp.registry import Admission
+from cloud.ocpp.uplink import Publish, Uplink
 from firmware.core import contract
 from parameters import Family
 
@@ -103,152 +56,17 @@ AUTH_LIST_GRACE_S = 3.0
 # CallError NotSupported/NotImplemented): not asked again on this connection.
 _NO_LOCAL_LIST = ("NotSupported", "NotImplemented")
 MAX_REASON = 256
-_V16_CODES = {
-    "FormatViolation": "FormationViolation",
-    "OccurrenceConstraintViolation": "OccurenceConstraintViolation",
-    "RpcFrameworkError": "FormationViolation",
-}
-# The requests each version's chargers may send and the bridge takes.
-_HANDLED = {
-    V16: frozenset(
-        {
-            "Authorize",
-            "BootNotification",
-            "DataTransfer",
-            "DiagnosticsStatusNotification",
-            "FirmwareStatusNotification",
-            "Heartbeat",
-            "MeterValues",
-            "SecurityEventNotification",
-            "SignCertificate",
-            "StartTransaction",
-            "StatusNotification",
-            "StopTransaction",
-        }
-    ),
-    V201: frozenset(
-        {
-            "Authorize",
-            "BootNotification",
-            "DataTransfer",
-            "FirmwareStatusNotification",
-            "Heartbeat",
-            "LogStatusNotification",
-            "MeterValues",
-            "NotifyEvent",
-            "PublishFirmwareStatusNotification",
-            "SecurityEventNotification",
-            "SignCertificate",
-            "StatusNotification",
-            "TransactionEvent",
-        }
-    ),
-}
-_KNOWN = {V16: frozenset(a.value for a in Action16), V201: frozenset(a.value for a in Action201)}
 
 
-@dataclasses.dataclass
-class SessionContext:
-    """What every session of one bridge shares."""
+class BridgedCharger(OcppConnection):
+    """A charger's session; a version's subclass (``Charger16``, ``Charger201``) sets the class
+    attributes and adds the handlers of the requests only its version has."""
 
-    link: BridgeLink
-    recorder: Recorder
-    heartbeat_interval: int
-    call_timeout: int
-    transfers: DataTransferRules
-    signer: CsrSigner | None = None
-    background: set[asyncio.Task[Any]] = dataclasses.field(default_factory=set)
-    authorizations: AuthorizationMemory = dataclasses.field(default_factory=AuthorizationMemory)
-
-    def spawn(self, work: Awaitable[Any]) -> None:
-        """Run ``work`` in the background, keeping a reference until it ends."""
-        task = asyncio.ensure_future(work)
-        self.background.add(task)
-        task.add_done_callback(self._finished)
-
-    def _finished(self, task: asyncio.Task[Any]) -> None:
-        self.background.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background work failed", exc_info=task.exception())
-
-
-# Key conversions, each computed once per process (the library derives them by regular
-# expressions on every message). The keys are the schemas' property names: a bounded set, but
-# a charger could send others (the schema refuses them after conversion), so each cache stops
-# growing at a limit.
-_SNAKE_KEYS: dict[str, str] = {}
-_CAMEL_KEYS: dict[str, str] = {}
-_MAX_KEYS = 4096
-
-
-def _snake_key(key: str) -> str:
-    found = _SNAKE_KEYS.get(key)
-    if found is None:
-        converted: dict[str, Any] = camel_to_snake_case({key: None})
-        found = next(iter(converted))
-        if len(_SNAKE_KEYS) < _MAX_KEYS:
-            _SNAKE_KEYS[key] = found
-    return found
-
-
-def _camel_key(key: str) -> str:
-    found = _CAMEL_KEYS.get(key)
-    if found is None:
-        converted: dict[str, Any] = snake_to_camel_case({key: None})
-        found = next(iter(converted))
-        if len(_CAMEL_KEYS) < _MAX_KEYS:
-            _CAMEL_KEYS[key] = found
-    return found
-
-
-def _snake(data: Any) -> Any:
-    """The library's camel_to_snake_case, each key converted once per process."""
-    kind = type(data)
-    if kind is dict:
-        return {_snake_key(k): _snake(v) for k, v in data.items()}
-    if kind is list:
-        return [_snake(v) for v in data]
-    return data
-
-
-def _camel(data: Any) -> Any:
-    """The library's snake_to_camel_case, each key converted once per process."""
-    kind = type(data)
-    if kind is dict:
-        return {_camel_key(k): _camel(v) for k, v in data.items()}
-    if kind is list:
-        return [_camel(v) for v in data]
-    return data
-
-
-def _body(response: Any) -> Any:
-    """A handler's answer (a call_result dataclass) as the JSON payload: camelCase keys, no
-    empty fields. Most answers (MeterValues, StatusNotification...) have no field set: {}."""
-    if dataclasses.is_dataclass(response) and all(v is None for v in vars(response).values()):
-        return {}
-    return _camel(remove_nones(serialize_as_dict(response)))
-
-
-@contextlib.contextmanager
-def _refusing() -> Iterator[None]:
-    """What a handler cannot translate becomes a CallError the charger can act on."""
-    try:
-        yield
-    except contract.ContractError as exc:
-        raise PropertyConstraintViolationError(details={"cause": str(exc)}) from exc
-    except (KeyError, TypeError) as exc:
-        raise ProtocolError(details={"cause": f"missing or malformed field {exc}"}) from exc
-    except ValueError as exc:
-        raise PropertyConstraintViolationError(details={"cause": str(exc)}) from exc
-
-
-class BridgedCharger(ChargePoint):
-    """A charger's session; ``Charger16``/``Charger201`` set the version, as the library's
-    version classes do."""
-
-    _ocpp_version = V16
-    _call: Any = call16
-    _call_result: Any = result16
+    subprotocol: ClassVar[str]  # the WebSocket subprotocol (OCPP-J 1.6 3.1.2, 2.0.1 part 4)
+    _uplink_class: ClassVar[type[Uplink]]
+    _commands: ClassVar[Mapping[str, Translate]]  # contract command -> the version's call
+    # GetLocalListVersion's answer for "keeps no list", where the version has one (1.6 5.9).
+    _no_list_version: ClassVar[int | None] = None
 
     def __init__(
         self,
@@ -258,13 +76,13 @@ class BridgedCharger(ChargePoint):
         family: Family | None,
         meters: MeterMap,
     ) -> None:
-        super().__init__(admission.device_id, connection, response_timeout=context.call_timeout)
-        self.device_id = admission.device_id
+        super().__init__(
+            admission.device_id, connection, context.call_timeout, lenient=admission.lenient
+        )
         self.version = self._ocpp_version
         self.context = context
         self.family = family
-        self.lenient = admission.lenient
-        self.uplink = Uplink(self.device_id, self.version, meters, context.transfers)
+        self.uplink = self._uplink_class(self.device_id, meters, context.transfers)
         self.uplink.firmware = admission.firmware_version
         self.started_ms = self.uplink.now_ms()
         self.superseded = False
@@ -281,12 +99,24 @@ class BridgedCharger(ChargePoint):
         self._list_failed_version: int | None = None  # not retried on this connection
         self._sync_queued = False
         self._statuses: collections.deque[bytes] = collections.deque(maxlen=16)
-        self._sent = False
-        for action in list(self.route_map):
-            if action not in _HANDLED[self.version]:
-                del self.route_map[action]
-            elif self.lenient:
-                self.route_map[action]["_skip_schema_validation"] = True
+
+    # --- what each version spells its own way (overridden by the version's subclass) ---------
+
+    def _token_info(self, verdict: Verdict) -> dict[str, Any]:
+        """The version's IdTagInfo / IdTokenInfo for ``verdict``."""
+        raise NotImplementedError
+
+    def _authorized(self, info: dict[str, Any]) -> Any:
+        """The version's answer to Authorize, carrying ``info``."""
+        raise NotImplementedError
+
+    def _list_version_call(self) -> Outgoing:
+        """The version's GetLocalListVersion; its result is ``{"version": N}``."""
+        raise NotImplementedError
+
+    def _send_list_call(self, auth_list: contract.AuthList) -> tuple[Outgoing, int]:
+        """The version's Full SendLocalList of ``auth_list``, and how many tokens it carries."""
+        raise NotImplementedError
 
     # --- publishing ------------------------------------------------------------------------
 
@@ -319,67 +149,7 @@ class BridgedCharger(ChargePoint):
         metrics.COMMANDS.labels(answer.status).inc()
         self.publish([Publish(contract.CMD_RESULT, payload)])
 
-    # --- the library's loop, corrected ---------------------------------------------------------
-
-    async def route_message(self, raw_msg: Any) -> None:
-        """Route one frame: calls to handlers, answers to the waiting call."""
-        try:
-            msg = unpack(raw_msg)
-        except OCPPError as exc:
-            code = "RpcFrameworkError" if self.version == V201 else "FormationViolation"
-            await self._send_error("-1", code, "the message could not be read", exc)
-            return
-        if msg.message_type_id == MessageType.Call:
-            metrics.request(msg.action)
-            try:
-                await self._handle_call(msg)
-            except OCPPError as error:
-                await self._send_error(msg.unique_id, error.code, error.description, error)
-        else:
-            self._response_queue.put_nowait(msg)
-
-    async def _handle_call(self, msg: Any) -> None:
-        """The library's ``_handle_call``, with the corrected error codes and its two costs
-        removed (measured: 64 % of a MeterValues went to jsonschema, 18 % to re-deriving
-        snake_case keys by regular expressions): compiled schemas (``schemas``), and key
-        conversions computed once per key."""
-        handlers = self.route_map.get(msg.action)
-        if handlers is None or "_on_action" not in handlers:
-            if msg.action in _KNOWN[self.version]:
-                raise NotSupportedError(details={"cause": f"the bridge does not take {msg.action}"})
-            raise OcppNotImplementedError(
-                details={"cause": f"unknown action {str(msg.action)[:50]}"}
-            )
-        if not self.lenient:
-            schemas.check(self.version, msg.action, msg.payload)
-        if not isinstance(msg.payload, dict):
-            raise FormatViolationError(details={"cause": "the payload is not an object"})
-        try:
-            response = handlers["_on_action"](**_snake(msg.payload))
-            if inspect.isawaitable(response):
-                response = await response
-        except OCPPError:
-            raise
-        except Exception as exc:
-            log.exception("%s: %s handler failed", self.device_id, msg.action)
-            raise InternalError(details={"cause": type(exc).__name__}) from exc
-        body = _body(response)
-        if not self.lenient:
-            schemas.check(self.version, msg.action, body, response=True)
-        await self._send(msg.create_call_result(body).to_json())
-
-    async def _send_error(
-        self, unique_id: str, code: str, description: str, exc: Exception
-    ) -> None:
-        if self.version == V16:
-            code = _V16_CODES.get(code, code)
-        metrics.CALL_ERRORS.labels(code).inc()
-        log.info("%s: CallError %s to %s: %s", self.device_id, code, unique_id, exc)
-        await self._send(CallError(unique_id, code, description, {}).to_json())
-
-    async def _send(self, message: str) -> None:
-        self._sent = True
-        await self._connection.send(message)
+    # --- the connection's life, and its jobs: calls to the charger, one at a time -----------
 
     async def run(self) -> None:
         """Serve the charger until its connection closes."""
@@ -400,8 +170,6 @@ class BridgedCharger(ChargePoint):
         with contextlib.suppress(Exception):
             await self._connection.close(1000, reason)
 
-    # --- jobs: calls to the charger, one at a time ---------------------------------------------
-
     async def _run_jobs(self) -> None:
         while True:
             job = await self.jobs.get()
@@ -411,23 +179,6 @@ class BridgedCharger(ChargePoint):
                 return
             except Exception:
                 log.exception("%s: job failed", self.device_id)
-
-    async def _request(self, outgoing: Outgoing) -> Answer | None:
-        """Make one call; its answer as a command result (None: the connection went)."""
-        self._sent = False
-        try:
-            response = await self.call(
-                outgoing.payload, suppress=False, skip_schema_validation=self.lenient
-            )
-        except OCPPError as exc:
-            if not self._sent:  # the call itself broke the schema: never sent
-                return Answer("rejected", None, f"bad_args: {exc.description}: {exc.details}")
-            return Answer("error", None, f"{exc.code}: {exc.description}")
-        except TimeoutError:
-            if self._connection.state is not State.OPEN:
-                return None
-            return Answer("error", None, f"timeout: no answer to {outgoing.action}")
-        return outgoing.read(response)
 
     # --- downlink: what the broker delivers for this charger -----------------------------------
 
@@ -482,7 +233,7 @@ class BridgedCharger(ChargePoint):
             await self._config_apply(command)
             return
         try:
-            outgoing = to_call(command, self.uplink, self.family)
+            outgoing = to_call(self._commands, self.version, command, self.uplink, self.family)
         except UnsupportedCommandError as exc:
             self.answer(command.id, Answer("rejected", None, exc.reason))
             return
@@ -519,12 +270,12 @@ class BridgedCharger(ChargePoint):
         in_force: dict[str, Any] = {}
         refused: dict[str, str] = {}
         for key, value in desired.values.items():
-            parameter = _setting(self.family, key)
+            parameter = ocpp_setting(self.family, key)
             if parameter is None:
                 refused[key] = "not an OCPP setting of this charger's family"
                 continue
             try:
-                outgoing = config_call(key, value, self.uplink, parameter)
+                outgoing = config_call(self._commands, key, value, self.uplink, parameter)
             except UnsupportedCommandError as exc:
                 refused[key] = exc.reason
                 continue
@@ -567,7 +318,7 @@ class BridgedCharger(ChargePoint):
         self.offered_version = offer.version
         self.uplink.ota_version = offer.version
         self.uplink.ota_progressed = False
-        answer = await self._request(ota_call(offer, self.uplink))
+        answer = await self._request(ota_call(self._commands, offer, self.uplink))
         if answer is None or (answer.status == "ok" and self.uplink.ota_progressed):
             return  # gone, or the charger's own reports went out first: nothing to add
         state, reason = (
@@ -592,7 +343,7 @@ class BridgedCharger(ChargePoint):
         if authorizer is None or authorizer.list is None or self._list_unsupported:
             return
         if not self._list_checked:
-            answer = await self._request(get_local_list_version_call(self.version))
+            answer = await self._request(self._list_version_call())
             if answer is None:
                 return
             if answer.status == "error" and (answer.reason or "").startswith("timeout"):
@@ -600,7 +351,8 @@ class BridgedCharger(ChargePoint):
             self._list_checked = True
             if answer.status == "ok" and type((answer.result or {}).get("version")) is int:
                 authorizer.on_charger = (answer.result or {})["version"]
-                if authorizer.on_charger == -1 and self.version == V16:  # 1.6 5.9: no list
+                no_list = self._no_list_version
+                if no_list is not None and authorizer.on_charger == no_list:
                     self._list_unsupported = True
                     self._list_failed(authorizer.list.version, "NotSupported")
                     return
@@ -609,7 +361,7 @@ class BridgedCharger(ChargePoint):
         wanted = authorizer.list
         if authorizer.in_sync() or wanted.version == self._list_failed_version:
             return
-        outgoing, count = send_local_list_call(self.version, wanted)
+        outgoing, count = self._send_list_call(wanted)
         answer = await self._request(outgoing)
         if answer is None:
             return
@@ -661,7 +413,8 @@ class BridgedCharger(ChargePoint):
         command = contract.Command(
             "bridge-csr", "certificate.signed", {"certificate_chain": chain}, None
         )
-        answer = await self._request(to_call(command, self.uplink, self.family))
+        outgoing = to_call(self._commands, self.version, command, self.uplink, self.family)
+        answer = await self._request(outgoing)
         if answer is not None:
             data = {"status": answer.status, "reason": answer.reason}
             self.publish([self.uplink.event("certificate.installed", data)])
@@ -670,7 +423,8 @@ class BridgedCharger(ChargePoint):
 
     @on("BootNotification")
     def on_boot_notification(self, **payload: Any) -> Any:
-        with _refusing():
+        """BootNotification (1.6 4.2, 2.0.1 B01): accepted, with the heartbeat interval."""
+        with refusing():
             boot, published = self.uplink.boot(payload)
         self.publish(published)
         self.context.recorder.booted(self.device_id, self.version, boot)
@@ -682,91 +436,56 @@ class BridgedCharger(ChargePoint):
 
     @on("Heartbeat")
     def on_heartbeat(self, **_payload: Any) -> Any:
+        """Heartbeat (1.6 4.6, 2.0.1 G02): the bridge's time."""
         self.publish(self.uplink.heartbeat())
         return self._call_result.Heartbeat(current_time=format_time(self.uplink.now_ms()))
 
     @on("StatusNotification")
     def on_status_notification(self, **payload: Any) -> Any:
-        with _refusing():
+        """StatusNotification (1.6 4.9, 2.0.1 G01): telemetry and an event."""
+        with refusing():
             self.publish(self.uplink.status_notification(payload))
         return self._call_result.StatusNotification()
 
     @on("Authorize")
     async def on_authorize(self, **payload: Any) -> Any:
-        with _refusing():
-            token = token_of(payload)
+        """Authorize (1.6 4.1, 2.0.1 C01): the token's verdict by the local list."""
+        with refusing():
+            token = self.uplink.token_of(payload)
         # 2.0.1 NoAuthorization asks for nothing: accepted.
         verdict = Verdict(ACCEPTED) if token is None else await self._verdict(token)
         self.publish(self.uplink.authorize(token, verdict.status, verdict.refusal))
-        info = token_info(verdict, self.version)
-        if self.version == V16:
-            return result16.Authorize(id_tag_info=info)
-        return result201.Authorize(id_token_info=info)
-
-    @on("StartTransaction")
-    async def on_start_transaction(self, **payload: Any) -> Any:
-        with _refusing():
-            number, published = self.uplink.start_transaction(payload)
-        # A token not on the list is answered Invalid: the charger stops the transaction it
-        # started (1.6 5.18); the cloud judges the session itself (contract 4.9).
-        verdict = await self._verdict(str(payload["id_tag"]))
-        self.publish(published)
-        return result16.StartTransaction(
-            transaction_id=number, id_tag_info=token_info(verdict, V16)
-        )
-
-    @on("StopTransaction")
-    async def on_stop_transaction(self, **payload: Any) -> Any:
-        with _refusing():
-            self.publish(self.uplink.stop_transaction(payload))
-        if payload.get("id_tag"):
-            verdict = await self._verdict(str(payload["id_tag"]))
-            return result16.StopTransaction(id_tag_info=token_info(verdict, V16))
-        return result16.StopTransaction()
+        return self._authorized(self._token_info(verdict))
 
     @on("MeterValues")
     def on_meter_values(self, **payload: Any) -> Any:
-        with _refusing():
+        """MeterValues (1.6 4.7, 2.0.1 J01/J02): telemetry; unmapped values are counted."""
+        with refusing():
             before = self.uplink.dropped
             self.publish(self.uplink.meter_values(payload))
         if self.uplink.dropped != before:
             metrics.VALUES_DROPPED.inc(self.uplink.dropped - before)
         return self._call_result.MeterValues()
 
-    @on("TransactionEvent")
-    async def on_transaction_event(self, **payload: Any) -> Any:
-        with _refusing():
-            self.publish(self.uplink.transaction_event(payload))
-            token = token_of(payload)
-        if token is not None:
-            verdict = await self._verdict(token)
-            return result201.TransactionEvent(id_token_info=token_info(verdict, V201))
-        if payload.get("id_token"):  # NoAuthorization: nothing to judge
-            return result201.TransactionEvent(id_token_info={"status": ACCEPTED})
-        return result201.TransactionEvent()
-
     @on("FirmwareStatusNotification")
     def on_firmware_status_notification(self, **payload: Any) -> Any:
-        with _refusing():
+        """FirmwareStatusNotification (1.6 4.5, 2.0.1 L01): an event and the OTA status."""
+        with refusing():
             self.publish(self.uplink.firmware_status(payload))
         return self._call_result.FirmwareStatusNotification()
 
-    @on("NotifyEvent")
-    def on_notify_event(self, **payload: Any) -> Any:
-        with _refusing():
-            self.publish(self.uplink.notify_event(payload))
-        return result201.NotifyEvent()
-
     @on("DataTransfer")
     def on_data_transfer(self, **payload: Any) -> Any:
-        with _refusing():
+        """DataTransfer (1.6 4.3, 2.0.1 P02): accepted vendor/message pairs become events."""
+        with refusing():
             status, published = self.uplink.data_transfer(payload)
         self.publish(published)
         return self._call_result.DataTransfer(status=status)
 
     @on("SignCertificate")
     def on_sign_certificate(self, **payload: Any) -> Any:
-        with _refusing():
+        """SignCertificate (2.0.1 A02/A03, 1.6 security extension): signed by a job."""
+        with refusing():
             self.publish(self.uplink.sign_certificate(payload))
         if self.context.signer is not None:
             csr = str(payload["csr"])
@@ -775,53 +494,7 @@ class BridgedCharger(ChargePoint):
 
     @on("SecurityEventNotification")
     def on_security_event_notification(self, **payload: Any) -> Any:
-        with _refusing():
+        """SecurityEventNotification: a warning event."""
+        with refusing():
             self.publish(self.uplink.security_event(payload))
         return self._call_result.SecurityEventNotification()
-
-    @on("DiagnosticsStatusNotification")
-    def on_diagnostics_status_notification(self, **payload: Any) -> Any:
-        with _refusing():
-            self.publish(self.uplink.notice("diagnostics.status", payload))
-        return result16.DiagnosticsStatusNotification()
-
-    @on("LogStatusNotification")
-    def on_log_status_notification(self, **payload: Any) -> Any:
-        with _refusing():
-            self.publish(self.uplink.notice("log.status", payload))
-        return result201.LogStatusNotification()
-
-    @on("PublishFirmwareStatusNotification")
-    def on_publish_firmware_status_notification(self, **payload: Any) -> Any:
-        with _refusing():
-            self.publish(self.uplink.notice("firmware.publish_status", payload))
-        return result201.PublishFirmwareStatusNotification()
-
-
-def _setting(family: Family | None, key: str) -> Family | None:
-    """The family, when ``key`` is one of its OCPP-bound settings (else None)."""
-    if family is None:
-        return None
-    try:
-        parameter = family.parameter(key)
-    except KeyError:
-        return None
-    if parameter.kind != "setting" or parameter.binding.kind != "ocpp":
-        return None
-    return family
-
-
-class Charger16(BridgedCharger):
-    """An OCPP 1.6J charger."""
-
-    _call = call16
-    _call_result = result16
-    _ocpp_version = V16
-
-
-class Charger201(BridgedCharger):
-    """An OCPP 2.0.1 charging station."""
-
-    _call = call201
-    _call_result = result201
-    _ocpp_version = V201

@@ -2,42 +2,28 @@
 events, and what the bridge answers. I/O-free: methods take the ocpp library's payloads
 (snake_case keys) and return the answer's fields and the contract messages to publish.
 
-1.6 and 2.0.1 are normalised here: transaction ids become strings (1.6 integers, which the
-bridge assigns, as decimal text), ``connectorId`` and ``evseId``+``connectorId`` become
-``connector`` (and ``evse``), status enums keep their OCPP names (the family's
-``connector_status`` enum holds both versions' values). Sessions follow the contract's
-section 14: ``charging.started``/``charging.stopped`` carry the transaction id as ``session``,
-the meter at the start, the duration, and the stop ``reason`` in the contract's words with the
-OCPP one as ``ocpp_reason``.
+This is the shared core: ``Uplink`` holds what every version translates alike; a version's
+subclass (``cloud.ocpp.v16.uplink``, ``cloud.ocpp.v201.uplink``) sets ``version`` and reads
+what its messages spell differently, onto the same normalised forms: transaction ids become
+strings (1.6 integers, which the bridge assigns, as decimal text), ``connectorId`` and
+``evseId``+``connectorId`` become ``connector`` (and ``evse``), status enums keep their OCPP
+names (the family's ``connector_status`` enum holds both versions' values).
+
+Sessions follow the contract's section 14: ``charging.started``/``charging.stopped`` carry the
+transaction id as ``session``, the meter at the start, the duration, and the stop ``reason`` in
+the contract's words (``stop_reason``: the bridge translates OCPP's, the cloud knows only the
+contract's) with the OCPP one as ``ocpp_reason``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from cloud.ocpp.meter import MeterMap, Reading, parse_time
 from firmware.core import contract
-
-V16 = "1.6"
-V201 = "2.0.1"
-MAX_INT32 = 2**31 - 1
-
-
-def transaction_number(connector: int, ts_ms: int, meter_start: Any) -> int:
-    """The 1.6 transaction id of a StartTransaction, derived from what it says rather than
-    counted: a charger that never got the answer sends the same StartTransaction again (OCPP
-    1.6 4.8, and its offline queue), to this or another bridge instance, and must get the same
-    id so that the cloud keys both to one session (contract 14). Two different sessions of one
-    connector never share a start time and a meter reading; a hash collision between them has
-    odds of 1 in 2^31."""
-    key = f"{connector}|{ts_ms}|{meter_start}".encode()
-    digest = hashlib.blake2b(key, digest_size=8).digest()
-    return int.from_bytes(digest, "big") % MAX_INT32 + 1
-
 
 # Stop reasons (1.6 7.39 Reason, 2.0.1 ReasonEnumType) in the contract's words (section 14).
 # Absent, the specs mean Local; what is not listed here (EnergyLimitReached, SOCLimitReached,
@@ -62,24 +48,11 @@ STOP_REASONS = {
     "ImmediateReset": "power_loss",
     "DeAuthorized": "deauthorized",
 }
-NO_AUTHORIZATION = "NoAuthorization"  # 2.0.1 IdTokenEnumType: no token was needed
 
 
 def stop_reason(ocpp_reason: str) -> str:
     """The contract's ``reason`` (section 14) for an OCPP stop reason."""
     return STOP_REASONS.get(ocpp_reason, "other")
-
-
-def token_of(payload: Mapping[str, Any]) -> str | None:
-    """The id token a request carries (1.6 ``id_tag``, 2.0.1 ``id_token.id_token``); None when
-    it carries none, or when 2.0.1 says none was needed (``NoAuthorization``). An empty token
-    is "" (judged Invalid; events leave it out: contract 14 ids have 1 to 64 characters)."""
-    if payload.get("id_tag") is not None:
-        return str(payload["id_tag"])
-    id_token = payload.get("id_token")
-    if not id_token or id_token.get("type") == NO_AUTHORIZATION:
-        return None
-    return str(id_token["id_token"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,18 +114,19 @@ class DataTransferRules:
 
 
 class Uplink:
-    """One charger's session: counters, transactions, and the translation of its requests."""
+    """One charger's session: counters, transactions, and the translation of its requests;
+    a version's subclass sets ``version`` and overrides what its messages spell differently."""
+
+    version: ClassVar[str]
 
     def __init__(
         self,
         device_id: str,
-        version: str,
         meters: MeterMap,
         data_transfer: DataTransferRules,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.device_id = device_id
-        self.version = version
         self.meters = meters
         self.transfers = data_transfer
         self.clock = clock
@@ -230,28 +204,34 @@ class Uplink:
             self.transactions[transaction_id] = found
         return found
 
+    # --- what each version spells its own way (overridden by the version's subclass) ----------
+
+    def token_of(self, payload: Mapping[str, Any]) -> str | None:
+        """The id token a request carries; None when it carries none (or needs none). An
+        empty token is "" (judged Invalid; events leave it out: contract 14 ids have 1 to 64
+        characters)."""
+        raise NotImplementedError
+
+    def read_boot(self, payload: Mapping[str, Any]) -> Boot:
+        """What a BootNotification says about the charger."""
+        raise NotImplementedError
+
+    def read_status(
+        self, payload: Mapping[str, Any]
+    ) -> tuple[int, int | None, str, str | None, int]:
+        """A StatusNotification's connector, EVSE, status, error code and time (ms)."""
+        raise NotImplementedError
+
+    def meter_values(self, payload: Mapping[str, Any]) -> list[Publish]:
+        """MeterValues: one telemetry sample per timestamp; during a transaction also its
+        energy and duration so far."""
+        raise NotImplementedError
+
     # --- requests ----------------------------------------------------------------------------
 
     def boot(self, payload: Mapping[str, Any]) -> tuple[Boot, list[Publish]]:
         """BootNotification: the charger's identity; status online with its firmware."""
-        if self.version == V16:
-            boot = Boot(
-                vendor=payload["charge_point_vendor"],
-                model=payload["charge_point_model"],
-                serial_number=payload.get("charge_point_serial_number")
-                or payload.get("charge_box_serial_number"),
-                firmware_version=payload.get("firmware_version"),
-                reason=None,
-            )
-        else:
-            station = payload["charging_station"]
-            boot = Boot(
-                vendor=station["vendor_name"],
-                model=station["model"],
-                serial_number=station.get("serial_number"),
-                firmware_version=station.get("firmware_version"),
-                reason=payload.get("reason"),
-            )
+        boot = self.read_boot(payload)
         self.firmware = boot.firmware_version or self.firmware
         data = {
             "vendor": boot.vendor,
@@ -276,16 +256,7 @@ class Uplink:
     def status_notification(self, payload: Mapping[str, Any]) -> list[Publish]:
         """StatusNotification: the connector's state as telemetry (``connector_status``) and an
         event carrying connector, error code and vendor details."""
-        if self.version == V16:
-            connector, evse = int(payload["connector_id"]), None
-            state = payload["status"]
-            error = payload.get("error_code")
-            ts = parse_time(payload["timestamp"]) if payload.get("timestamp") else self.now_ms()
-        else:
-            connector, evse = int(payload["connector_id"]), int(payload["evse_id"])
-            state = payload["connector_status"]
-            error = None
-            ts = parse_time(payload["timestamp"])
+        connector, evse, state, error, ts = self.read_status(payload)
         faulted = state == "Faulted" or (error not in (None, "NoError"))
         data = {
             "connector": connector,
@@ -309,46 +280,6 @@ class Uplink:
         if refusal is not None and token is not None:
             data = {"id_tag": token, "reason": refusal}
             published.append(self.event("authorization.refused", data, "warning"))
-        return published
-
-    def start_transaction(self, payload: Mapping[str, Any]) -> tuple[int, list[Publish]]:
-        """1.6 StartTransaction: the bridge's transaction id, and ``charging.started``."""
-        ts = parse_time(payload["timestamp"])
-        number = transaction_number(int(payload["connector_id"]), ts, payload["meter_start"])
-        transaction = Transaction(
-            str(number),
-            int(payload["connector_id"]),
-            started_ms=ts,
-            meter_start_wh=float(payload["meter_start"]),
-            id_tag=token_of(payload) or None,
-        )
-        self.transactions[transaction.id] = transaction
-        data = {
-            "session": transaction.id,
-            "transaction_id": transaction.id,
-            "connector": transaction.connector,
-            "id_tag": transaction.id_tag,
-            "meter_start_wh": transaction.meter_start_wh,
-            "reservation_id": payload.get("reservation_id"),
-        }
-        return number, [self.event("charging.started", data, ts=ts)]
-
-    def stop_transaction(self, payload: Mapping[str, Any]) -> list[Publish]:
-        """1.6 StopTransaction: its transaction data as telemetry, then ``charging.stopped``."""
-        transaction_id = str(payload["transaction_id"])
-        transaction = self.transactions.pop(transaction_id, None)
-        ts = parse_time(payload["timestamp"])
-        published = self._readings(payload.get("transaction_data") or [], transaction)
-        reason = payload.get("reason") or "Local"  # 1.6 7.39: absent means Local
-        data = self._stopped(
-            transaction_id,
-            transaction,
-            ts,
-            float(payload["meter_stop"]),
-            reason,
-            stop_token=token_of(payload) or None,
-        )
-        published.append(self.event("charging.stopped", data, ts=ts))
         return published
 
     @staticmethod
@@ -391,86 +322,6 @@ class Uplink:
             "ocpp_reason": ocpp_reason,
         }
 
-    def meter_values(self, payload: Mapping[str, Any]) -> list[Publish]:
-        """MeterValues (1.6 4.7, 2.0.1 J01-J03): one telemetry sample per timestamp; during a
-        transaction also its energy and duration so far."""
-        transaction = None
-        if self.version == V16:
-            connector = int(payload["connector_id"])
-            if payload.get("transaction_id") is not None:
-                transaction = self._learn(str(payload["transaction_id"]), connector)
-            elif connector > 0:
-                transaction = self.on_connector(connector)
-        else:
-            evse = int(payload["evse_id"])
-            transaction = next(
-                (t for t in self.transactions.values() if t.evse == evse and evse > 0), None
-            )
-        return self._readings(payload["meter_value"], transaction)
-
-    def transaction_event(self, payload: Mapping[str, Any]) -> list[Publish]:
-        """2.0.1 TransactionEvent (E01-E03 start, E06-E09 stop, J02 meter values)."""
-        info = payload["transaction_info"]
-        transaction_id = str(info["transaction_id"])
-        kind = payload["event_type"]
-        ts = parse_time(payload["timestamp"])
-        evse_info = payload.get("evse") or {}
-        evse = evse_info.get("id")
-        connector = int(evse_info.get("connector_id", 1)) if evse_info else 1
-        token = token_of(payload) or None
-        published: list[Publish] = []
-        if kind == "Started":
-            transaction = Transaction(
-                transaction_id, connector, started_ms=ts, id_tag=token, evse=evse
-            )
-            self.transactions[transaction_id] = transaction
-            readings = self.meters.readings(payload.get("meter_value") or [])
-            energies = [r.values["energy_wh"] for r in readings if "energy_wh" in r.values]
-            transaction.meter_start_wh = energies[0] if energies else None
-            data = {
-                "session": transaction_id,
-                "transaction_id": transaction_id,
-                "connector": connector,
-                "evse": evse,
-                "id_tag": token,
-                "meter_start_wh": transaction.meter_start_wh,
-                "trigger": payload.get("trigger_reason"),
-                "remote_start_id": info.get("remote_start_id"),
-            }
-            published.append(self.event("charging.started", data, ts=ts))
-            published += self._readings(payload.get("meter_value") or [], transaction)
-            return published
-        transaction = self.transactions.get(transaction_id) or self._learn(
-            transaction_id, connector, evse
-        )
-        if token and transaction.id_tag is None:
-            transaction.id_tag = token  # E02: the token came after the cable
-        published += self._readings(payload.get("meter_value") or [], transaction)
-        if kind == "Updated":
-            if info.get("charging_state"):
-                data = {
-                    "session": transaction_id,
-                    "transaction_id": transaction_id,
-                    "state": info["charging_state"],
-                    "trigger": payload.get("trigger_reason"),
-                }
-                published.append(self.event("charging.state", data, ts=ts))
-            return published
-        # Ended. E09: the cable unplugged at the EV side ends it with EVDisconnected.
-        self.transactions.pop(transaction_id, None)
-        energies = [
-            r.values["energy_wh"]
-            for r in self.meters.readings(payload.get("meter_value") or [])
-            if "energy_wh" in r.values
-        ]
-        reason = info.get("stopped_reason") or "Local"  # 2.0.1 E: absent means Local
-        data = self._stopped(
-            transaction_id, transaction, ts, energies[-1] if energies else None, reason, token
-        )
-        data["trigger"] = payload.get("trigger_reason")
-        published.append(self.event("charging.stopped", data, ts=ts))
-        return published
-
     def firmware_status(self, payload: Mapping[str, Any]) -> list[Publish]:
         """FirmwareStatusNotification: an event, and ``ota/status`` while an offer is being
         installed (contract 4.8)."""
@@ -486,28 +337,6 @@ class Uplink:
             published.append(Publish(contract.OTA_STATUS, payload_))
             if ota_state == "failed":
                 self.ota_version = None
-        return published
-
-    def notify_event(self, payload: Mapping[str, Any]) -> list[Publish]:
-        """2.0.1 NotifyEvent (N07 alerts, N08 periodic): one event per EventData."""
-        published = []
-        for item in payload["event_data"]:
-            component = item.get("component") or {}
-            variable = item.get("variable") or {}
-            data = {
-                "event_id": item.get("event_id"),
-                "trigger": item.get("trigger"),
-                "component": component.get("name"),
-                "evse": (component.get("evse") or {}).get("id"),
-                "variable": variable.get("name"),
-                "value": item.get("actual_value"),
-                "notification": item.get("event_notification_type"),
-                "cleared": item.get("cleared"),
-                "tech_code": item.get("tech_code"),
-            }
-            severity = "warning" if item.get("trigger") == "Alerting" else "info"
-            ts = parse_time(item["timestamp"])
-            published.append(self.event("ocpp.event", data, severity, ts))
         return published
 
     def data_transfer(self, payload: Mapping[str, Any]) -> tuple[str, list[Publish]]:

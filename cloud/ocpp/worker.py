@@ -22,10 +22,10 @@ from cloud.db import Database
 from cloud.devicelink.mqtt import Endpoint
 from cloud.identity.passwords import SecretHasher
 from cloud.ocpp.certificates import CsrSigner
+from cloud.ocpp.context import SessionContext
 from cloud.ocpp.link import BridgeLink
 from cloud.ocpp.registry import Gatekeeper, Recorder
 from cloud.ocpp.server import OcppServer, tls_context
-from cloud.ocpp.session import SessionContext
 from cloud.ocpp.uplink import DataTransferRules
 from cloud.settings import Settings
 

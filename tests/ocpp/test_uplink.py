@@ -13,7 +13,11 @@ from ocpp.v201.enums import ReasonEnumType
 
 from cloud.ocpp.authorization import Authorizer
 from cloud.ocpp.server import FamilyCache
-from cloud.ocpp.uplink import V16, V201, DataTransferRules, Uplink, stop_reason
+from cloud.ocpp.uplink import DataTransferRules, Uplink, stop_reason
+from cloud.ocpp.v16.uplink import VERSION as V16
+from cloud.ocpp.v16.uplink import Uplink16
+from cloud.ocpp.v201.uplink import VERSION as V201
+from cloud.ocpp.v201.uplink import Uplink201
 from firmware.core import contract
 
 CONTRACT_REASONS = {
@@ -29,9 +33,12 @@ CONTRACT_REASONS = {
 NOW_S = 1_790_000_000.0
 
 
-def uplink(version: str) -> Uplink:
+UPLINKS: dict[str, type[Uplink]] = {V16: Uplink16, V201: Uplink201}
+
+
+def uplink(version: str) -> Any:
     _family, meters = FamilyCache().get("ocpp-generic")
-    return Uplink("cp-1", version, meters, DataTransferRules.parse(""), clock=lambda: NOW_S)
+    return UPLINKS[version]("cp-1", meters, DataTransferRules.parse(""), clock=lambda: NOW_S)
 
 
 def data_of(published: list[Any], type_: str) -> dict[str, Any]:
