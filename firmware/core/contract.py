@@ -17,28 +17,33 @@ Exceptions::
 
 import json
 
+from firmware.core import topics
+
 TYPE_CHECKING = False  # mypy treats the name as true; nothing below runs on any interpreter
 if TYPE_CHECKING:
     from typing import Any
 
-PREFIX = "af"
+    from firmware.core.topics import Topic
+
+PREFIX = topics.ROOT
 CONTRACT_VERSION = 1
 
-# Channels: the part of the topic after ``af/{device_id}/``.
-TELEMETRY = "telemetry"
-STATUS = "status"
-EVENTS = "events"
-CONFIG_REPORTED = "config/reported"
-CMD_RESULT = "cmd/result"
-OTA_STATUS = "ota/status"
-CONFIG_DESIRED = "config/desired"
-CMD = "cmd"
-OTA = "ota"
-AUTH_LIST = "auth/list"
+# Channels: the part of the topic after ``af/{device_id}/``; the namespace is firmware.core.topics,
+# these names stay because the firmware and the cloud read them from here.
+TELEMETRY = topics.TELEMETRY
+STATUS = topics.STATUS
+EVENTS = topics.EVENTS
+CONFIG_REPORTED = topics.CONFIG_REPORTED
+CMD_RESULT = topics.CMD_RESULT
+OTA_STATUS = topics.OTA_STATUS
+CONFIG_DESIRED = topics.CONFIG_DESIRED
+CMD = topics.CMD
+OTA = topics.OTA
+AUTH_LIST = topics.AUTH_LIST
 
-UPLINK = (TELEMETRY, STATUS, EVENTS, CONFIG_REPORTED, CMD_RESULT, OTA_STATUS)
-DOWNLINK = (CONFIG_DESIRED, CMD, OTA, AUTH_LIST)
-CHANNELS = UPLINK + DOWNLINK
+UPLINK = topics.DEVICE_TO_CLOUD
+DOWNLINK = topics.CLOUD_TO_DEVICE
+CHANNELS = topics.CHANNELS
 
 QOS = {
     TELEMETRY: 1,
@@ -102,12 +107,10 @@ REASONS = (
 _LOWER = "abcdefghijklmnopqrstuvwxyz"
 _DIGITS = "0123456789"
 _ALNUM = _LOWER + _LOWER.upper() + _DIGITS
-_DEVICE_REST = _ALNUM + "_.-"
 _NAME_REST = _LOWER + _DIGITS + "_."
 _NODE_REST = _LOWER + _DIGITS + "_-"
 _COMMAND_ID_CHARS = _ALNUM + "_.:-"
 _HEX = "0123456789abcdef"
-_CHANNEL_SET = set(CHANNELS)
 
 # Parameter ids already found valid: telemetry repeats the same few dozen ids, so a set lookup
 # replaces the character check. Bounded: cleared when full, so hostile ids cannot grow it.
@@ -161,9 +164,7 @@ def _is_identifier(text: object, max_length: int, first: str, rest: str) -> bool
     )
 
 
-def is_device_id(text: object) -> bool:
-    """True when ``text`` matches ``^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$``."""
-    return _is_identifier(text, MAX_ID_LENGTH, _ALNUM, _DEVICE_REST)
+is_device_id = topics.is_device_id  # ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$
 
 
 def is_parameter_id(text: object) -> bool:
@@ -181,38 +182,26 @@ def is_node_id(text: object) -> bool:
 
 def topic(device_id: str, channel: str) -> str:
     """The topic ``af/{device_id}/{channel}``; device id "+" makes the filter for all devices."""
-    if channel not in _CHANNEL_SET:
-        raise ContractError("bad_topic", "channel", "unknown channel " + _short(channel))
-    if device_id != "+" and not is_device_id(device_id):
-        raise ContractError("bad_topic", "device_id", "bad device id " + _short(device_id))
-    return PREFIX + "/" + device_id + "/" + channel
+    try:
+        if device_id == topics.ANY_DEVICE:
+            return topics.channel_filter(channel)
+        return topics.device_topic(device_id, channel)
+    except topics.TopicError as exc:
+        raise ContractError("bad_topic", exc.field, exc.detail) from None
 
 
 def topic_filter(channel: str) -> str:
     """The subscription filter ``af/+/{channel}``: one channel of every device (cloud side)."""
-    return topic("+", channel)
+    return topic(topics.ANY_DEVICE, channel)
 
 
-def parse_topic(name: "str | bytes") -> "tuple[str, str]":
-    """Split ``af/{device_id}/{channel}`` into ``(device_id, channel)``; else bad_topic."""
-    if not isinstance(name, str):
-        try:
-            name = bytes(name).decode("utf-8")  # umqtt hands topics over as bytes
-        except (TypeError, ValueError):
-            raise ContractError("bad_topic", None, "topic is not UTF-8 text") from None
-    if name[:3] != "af/":
-        raise ContractError("bad_topic", None, "topic outside af/: " + _short(name))
-    rest = name[3:]
-    cut = rest.find("/")
-    if cut < 0:
-        raise ContractError("bad_topic", None, "no channel in " + _short(name))
-    device_id = rest[:cut]
-    channel = rest[cut + 1 :]
-    if channel not in _CHANNEL_SET:
-        raise ContractError("bad_topic", "channel", "unknown channel in " + _short(name))
-    if not is_device_id(device_id):
-        raise ContractError("bad_topic", "device_id", "bad device id in " + _short(name))
-    return device_id, channel
+def parse_topic(name: "str | bytes | bytearray | memoryview") -> "Topic":
+    """Parse ``af/{device_id}/{channel}`` into a ``Topic``, which unpacks as the pair
+    ``(device_id, channel)``; else bad_topic."""
+    try:
+        return topics.parse(name)
+    except topics.TopicError as exc:
+        raise ContractError("bad_topic", exc.field, exc.detail) from None
 
 
 # --- value objects --------------------------------------------------------------------------
