@@ -112,11 +112,18 @@ _NODE_REST = _LOWER + _DIGITS + "_-"
 _COMMAND_ID_CHARS = _ALNUM + "_.:-"
 _HEX = "0123456789abcdef"
 
-# Parameter ids already found valid: telemetry repeats the same few dozen ids, so a set lookup
-# replaces the character check. Bounded: cleared when full, so hostile ids cannot grow it.
-_known_names = set()  # type: set[str]
+# Parameter ids and node ids already found valid: telemetry repeats the same few dozen ids, so a
+# set lookup replaces the character check on the ingest worker's hot path. The caches are
+# immutable snapshots (frozensets) that a learner replaces whole and never changes in place:
+# several worker threads decode at once, and a shared set cleared or grown under another
+# thread's issuperset/iteration is a data race (free-threaded CPython, MicroPython's _thread).
+# Rebinding a module global is atomic, so a reader sees the old snapshot or the new one; a
+# learner that loses a race only loses its addition (the ids are checked again next time), and
+# what is accepted or refused never depends on the cache. Bounded: a snapshot that would grow
+# past the limit starts over, so hostile ids cannot grow it.
+_known_names = frozenset()  # type: frozenset[str]
 _KNOWN_NAMES_MAX = 4096
-_known_nodes = {DEFAULT_NODE}
+_known_nodes = frozenset((DEFAULT_NODE,))  # type: frozenset[str]
 _KNOWN_NODES_MAX = 256
 
 try:  # CPython: raw UTF-8 is shorter than \u escapes; MicroPython's dumps has no such option
@@ -424,16 +431,25 @@ def _command_id(value: "Any") -> str:
     return value
 
 
-def _learn_name(key: "Any", field: str) -> None:
-    """Check a parameter id that is not in the cache yet, and remember it when valid."""
+def _check_name(key: object, field: str) -> str:
+    """A parameter id that is not in the cache yet: checked, returned when valid."""
     if type(key) is not str:
         raise ContractError("bad_type", field, "parameter ids must be strings")
     if not is_parameter_id(key):
         detail = "parameter id " + repr(_short(key)) + " must match ^[a-z][a-z0-9_.]{0,63}$"
         raise ContractError("bad_value", field, detail)
-    if len(_known_names) >= _KNOWN_NAMES_MAX:
-        _known_names.clear()
-    _known_names.add(key)
+    return key
+
+
+def _learn_names(known: "frozenset[str]", fresh: "list[str]") -> None:
+    """Publish a new snapshot of the valid parameter ids: ``known`` (the one read) plus
+    ``fresh``; one copy per message, never an in-place change (see _known_names)."""
+    global _known_names
+    if len(known) + len(fresh) > _KNOWN_NAMES_MAX:
+        known = frozenset()
+        if len(fresh) > _KNOWN_NAMES_MAX:
+            return
+    _known_names = known.union(fresh)
 
 
 def _telemetry_values(values: "Any") -> dict:
@@ -445,10 +461,9 @@ def _telemetry_values(values: "Any") -> dict:
     count = len(values)
     if count == 0 or count > MAX_VALUES:
         raise ContractError("bad_value", "values", f"must hold 1 to {MAX_VALUES} values")
-    if not _known_names.issuperset(values):
-        for key in values:
-            if key not in _known_names:
-                _learn_name(key, "values")
+    known = _known_names  # one snapshot for the whole message
+    if not known.issuperset(values):
+        _learn_names(known, [_check_name(key, "values") for key in values if key not in known])
     for value in values.values():
         kind = type(value)
         if kind is float:
@@ -520,11 +535,14 @@ def _config_values(values: "Any") -> dict:
     """A config values map: parameter ids to any JSON value (checked later by the schema)."""
     if type(values) is not dict:
         raise ContractError("bad_type", "values", "must be an object")
-    known = _known_names
+    known = _known_names  # one snapshot for the whole message
+    fresh = []  # type: list[str]
     for key in values:
         if key not in known:
-            _learn_name(key, "values")
+            fresh.append(_check_name(key, "values"))
         _json_value(values[key], "values." + key, 1)
+    if fresh:
+        _learn_names(known, fresh)
     return values
 
 
@@ -662,6 +680,14 @@ _OTA_STATUS_FIELDS = {"v", "version", "state", "progress", "reason"}
 _OTA_STATUS_REQUIRED = ("version", "state")
 
 
+def _learn_node(known: "frozenset[str]", node: str) -> None:
+    """Publish a new snapshot of the valid node ids: ``known`` plus ``node``."""
+    global _known_nodes
+    if len(known) >= _KNOWN_NODES_MAX:
+        known = frozenset()
+    _known_nodes = known.union((node,))
+
+
 def decode_telemetry(
     payload: "bytes | str",
     now_ms: int,
@@ -687,11 +713,10 @@ def decode_telemetry(
     node = DEFAULT_NODE
     if "node" in obj:
         node = obj["node"]
-        if type(node) is not str or node not in _known_nodes:
+        known = _known_nodes  # a snapshot, replaced whole (see _known_names)
+        if type(node) is not str or node not in known:
             _node(node)
-            if len(_known_nodes) >= _KNOWN_NODES_MAX:
-                _known_nodes.clear()
-            _known_nodes.add(node)
+            _learn_node(known, node)
     return Telemetry(ts, seq, node, _telemetry_values(obj["values"]))
 
 

@@ -163,40 +163,34 @@ def channel_filter(channel: str) -> str:
     return _HEAD + ANY_DEVICE + "/" + channel
 
 
-def _split(name: "str | bytes | bytearray | memoryview") -> "Topic | TopicError":
-    """The topic in ``name``, or the error that says why there is none (raised by the caller)."""
-    if not isinstance(name, str):
-        try:
-            name = bytes(name).decode("utf-8")  # umqtt hands topics over as bytes
-        except (TypeError, ValueError):
-            return TopicError(None, "topic is not UTF-8 text")
-    if name[:_HEAD_LENGTH] != _HEAD:
-        return TopicError(None, "topic outside af/: " + _short(name))
-    rest = name[_HEAD_LENGTH:]
-    cut = rest.find("/")
-    if cut < 0:
-        return TopicError(None, "no channel in " + _short(name))
-    device_id = rest[:cut]
-    channel = rest[cut + 1 :]
-    if channel not in _CHANNEL_SET:
-        return TopicError("channel", "unknown channel in " + _short(name))
-    if not is_device_id(device_id):
-        return TopicError("device_id", "bad device id in " + _short(name))
-    return Topic((device_id, channel))
-
-
 def parse(name: "str | bytes | bytearray | memoryview") -> Topic:
     """Parse the topic name ``af/{device_id}/{channel}`` (text or UTF-8 bytes); else TopicError.
 
     Filters never parse: '+' and '#' are not in a device id, and no channel holds them.
     """
-    found = _split(name)
-    if isinstance(found, TopicError):
-        raise found
-    return found
+    if not isinstance(name, str):
+        try:
+            name = bytes(name).decode("utf-8")  # umqtt hands topics over as bytes
+        except (TypeError, ValueError):
+            raise TopicError(None, "topic is not UTF-8 text") from None
+    if name[:_HEAD_LENGTH] != _HEAD:
+        raise TopicError(None, "topic outside af/: " + _short(name))
+    rest = name[_HEAD_LENGTH:]
+    cut = rest.find("/")
+    if cut < 0:
+        raise TopicError(None, "no channel in " + _short(name))
+    device_id = rest[:cut]
+    channel = rest[cut + 1 :]
+    if channel not in _CHANNEL_SET:
+        raise TopicError("channel", "unknown channel in " + _short(name))
+    if not is_device_id(device_id):
+        raise TopicError("device_id", "bad device id in " + _short(name))
+    return Topic((device_id, channel))
 
 
 def match(name: "str | bytes | bytearray | memoryview") -> "Topic | None":
     """The topic in ``name``, or None when it is no topic of the namespace (never raises)."""
-    found = _split(name)
-    return None if isinstance(found, TopicError) else found
+    try:
+        return parse(name)
+    except TopicError:
+        return None
