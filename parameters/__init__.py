@@ -18,6 +18,7 @@ from pathlib import Path
 
 from parameters.errors import CompiledFormatError, InvalidSchemaError, Issue, ParameterSchemaError
 from parameters.schema import (
+    ROLES,
     Argument,
     Binding,
     CompiledFamily,
@@ -33,6 +34,7 @@ BUILD_DIR = PACKAGE_DIR / "build"
 FAMILIES_DIR = PACKAGE_DIR / "families"
 
 __all__ = [
+    "ROLES",
     "Argument",
     "Binding",
     "CompiledFamily",
