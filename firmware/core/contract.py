@@ -21,9 +21,13 @@ from firmware.core import topics
 
 TYPE_CHECKING = False  # mypy treats the name as true; nothing below runs on any interpreter
 if TYPE_CHECKING:
-    from typing import Any
+    from collections.abc import Mapping
+    from typing import Any, TypeAlias
 
     from firmware.core.topics import Topic
+
+    Scalar: TypeAlias = "bool | int | float | str"  # one telemetry value
+    JsonObject: TypeAlias = "dict[str, object]"  # an open map: any JSON inside, checked
 
 PREFIX = topics.ROOT
 CONTRACT_VERSION = 1
@@ -151,10 +155,10 @@ class ContractError(Exception):
         return text
 
 
-def _short(text: "Any") -> str:
+def _short(text: object) -> str:
     """A field name or value cut for error messages (hostile input can be 16 KB long)."""
-    text = text if type(text) is str else repr(text)
-    return text if len(text) <= MAX_ID_LENGTH else text[:MAX_ID_LENGTH] + "..."
+    shown = text if type(text) is str else repr(text)
+    return shown if len(shown) <= MAX_ID_LENGTH else shown[:MAX_ID_LENGTH] + "..."
 
 
 # --- identifiers ----------------------------------------------------------------------------
@@ -240,7 +244,7 @@ class Telemetry(_Message):
 
     __slots__ = ("node", "seq", "ts", "values")
 
-    def __init__(self, ts: int, seq: int, node: str, values: dict) -> None:
+    def __init__(self, ts: int, seq: int, node: str, values: "dict[str, Scalar]") -> None:
         self.ts = ts
         self.seq = seq
         self.node = node
@@ -264,7 +268,9 @@ class Event(_Message):
 
     __slots__ = ("data", "node", "seq", "severity", "ts", "type")
 
-    def __init__(self, ts: int, seq: int, node: str, type: str, severity: str, data: dict):
+    def __init__(
+        self, ts: int, seq: int, node: str, type: str, severity: str, data: "JsonObject"
+    ) -> None:
         self.ts = ts
         self.seq = seq
         self.node = node
@@ -278,7 +284,7 @@ class Config(_Message):
 
     __slots__ = ("values", "version")
 
-    def __init__(self, version: int, values: dict) -> None:
+    def __init__(self, version: int, values: "JsonObject") -> None:
         self.version = version
         self.values = values
 
@@ -288,7 +294,7 @@ class Command(_Message):
 
     __slots__ = ("args", "expires", "id", "name")
 
-    def __init__(self, id: str, name: str, args: dict, expires: "int | None") -> None:
+    def __init__(self, id: str, name: str, args: "JsonObject", expires: "int | None") -> None:
         self.id = id
         self.name = name
         self.args = args
@@ -304,7 +310,7 @@ class CommandResult(_Message):
 
     __slots__ = ("id", "reason", "result", "status")
 
-    def __init__(self, id: str, status: str, result: dict, reason: "str | None") -> None:
+    def __init__(self, id: str, status: str, result: "JsonObject", reason: "str | None") -> None:
         self.id = id
         self.status = status
         self.result = result
@@ -317,7 +323,7 @@ class AuthList(_Message):
 
     __slots__ = ("tokens", "version")
 
-    def __init__(self, version: int, tokens: dict) -> None:
+    def __init__(self, version: int, tokens: "dict[str, int | None]") -> None:
         self.version = version
         self.tokens = tokens
 
@@ -396,7 +402,7 @@ def _reason(value: "Any", field: str) -> str:
     return value
 
 
-def _choice(value: "Any", field: str, choices: tuple) -> str:
+def _choice(value: "Any", field: str, choices: "tuple[str, ...]") -> str:
     """One of the fixed strings ``choices``."""
     if type(value) is not str:
         raise ContractError("bad_type", field, "must be a string")
@@ -425,10 +431,10 @@ def _node(value: "Any") -> str:
 
 def _command_id(value: "Any") -> str:
     """A correlation id: 1 to 64 characters of ``[A-Za-z0-9_.:-]`` (UUIDs and ULIDs fit)."""
-    _text(value, "id", MAX_ID_LENGTH)
-    if value.strip(_COMMAND_ID_CHARS):
+    text = _text(value, "id", MAX_ID_LENGTH)
+    if text.strip(_COMMAND_ID_CHARS):
         raise ContractError("bad_value", "id", "must match ^[A-Za-z0-9_.:-]{1,64}$")
-    return value
+    return text
 
 
 def _check_name(key: object, field: str) -> str:
@@ -452,7 +458,7 @@ def _learn_names(known: "frozenset[str]", fresh: "list[str]") -> None:
     _known_names = known.union(fresh)
 
 
-def _telemetry_values(values: "Any") -> dict:
+def _telemetry_values(values: "Any") -> "dict[str, Scalar]":
     """The values map of a telemetry sample: 1..256 scalar values keyed by parameter id."""
     # The ingest worker's hot loop: one C-level subset test for the ids (almost always cached),
     # then one type() per value; the error details are worked out only once something failed.
@@ -523,7 +529,7 @@ def _json_value(value: "Any", field: str, depth: int) -> None:
         raise ContractError("bad_type", field, "not a JSON value: " + type(value).__name__)
 
 
-def _open_map(value: "Any", field: str) -> dict:
+def _open_map(value: "Any", field: str) -> "JsonObject":
     """An open object (event data, command args and results): any JSON inside."""
     if type(value) is not dict:
         raise ContractError("bad_type", field, "must be an object")
@@ -531,7 +537,7 @@ def _open_map(value: "Any", field: str) -> dict:
     return value
 
 
-def _config_values(values: "Any") -> dict:
+def _config_values(values: "Any") -> "JsonObject":
     """A config values map: parameter ids to any JSON value (checked later by the schema)."""
     if type(values) is not dict:
         raise ContractError("bad_type", "values", "must be an object")
@@ -557,10 +563,10 @@ def _sha256(value: "Any") -> str:
 
 def _url(value: "Any") -> str:
     """An http(s) URL of at most MAX_URL_LENGTH characters."""
-    _text(value, "url", MAX_URL_LENGTH)
-    if not (value.startswith("https://") or value.startswith("http://")):
+    text = _text(value, "url", MAX_URL_LENGTH)
+    if not (text.startswith("https://") or text.startswith("http://")):
         raise ContractError("bad_value", "url", "must be an http:// or https:// URL")
-    return value
+    return text
 
 
 # --- decoding -------------------------------------------------------------------------------
@@ -603,14 +609,14 @@ def _has_lone_surrogate(value: "Any") -> bool:
     return False
 
 
-def _reject_lone_surrogates(obj: dict) -> None:
+def _reject_lone_surrogates(obj: "Mapping[str, object]") -> None:
     """Raise not_utf8 naming the top-level field that holds an unpaired surrogate."""
     for key in obj:
         if _has_lone_surrogate(key) or _has_lone_surrogate(obj[key]):
             raise ContractError("not_utf8", _short(key), "unpaired UTF-16 surrogate escape")
 
 
-def _load(payload: "bytes | bytearray | memoryview | str", max_bytes: int) -> dict:
+def _load(payload: "bytes | bytearray | memoryview | str", max_bytes: int) -> "JsonObject":
     """Size, UTF-8, JSON, object and version checks common to every message."""
     if isinstance(payload, str):
         if len(payload) > max_bytes:
@@ -652,7 +658,7 @@ def _load(payload: "bytes | bytearray | memoryview | str", max_bytes: int) -> di
     return obj
 
 
-def _fields(obj: dict, allowed: set, required: tuple) -> None:
+def _fields(obj: "JsonObject", allowed: "set[str]", required: "tuple[str, ...]") -> None:
     """Reject unknown top-level fields and missing required ones."""
     for key in obj:
         if key not in allowed:
@@ -707,15 +713,19 @@ def decode_telemetry(
     ):
         _fields(obj, _TELEMETRY_FIELDS, _TELEMETRY_REQUIRED)
     ts = _ts(obj["ts"], "ts", now_ms, max_skew_ms)
-    seq = obj["seq"]
-    if type(seq) is not int or seq < 0 or seq > MAX_SAFE_INT:
-        _int(seq, "seq", 0, MAX_SAFE_INT)  # raises with the precise reason
+    raw = obj["seq"]
+    if type(raw) is int and 0 <= raw <= MAX_SAFE_INT:
+        seq = raw
+    else:
+        seq = _int(raw, "seq", 0, MAX_SAFE_INT)  # raises with the precise reason
     node = DEFAULT_NODE
     if "node" in obj:
-        node = obj["node"]
+        raw = obj["node"]
         known = _known_nodes  # a snapshot, replaced whole (see _known_names)
-        if type(node) is not str or node not in known:
-            _node(node)
+        if type(raw) is str and raw in known:
+            node = raw
+        else:
+            node = _node(raw)
             _learn_node(known, node)
     return Telemetry(ts, seq, node, _telemetry_values(obj["values"]))
 
@@ -844,7 +854,7 @@ _TOKEN_FIELDS = {"id", "until"}
 _TOKEN_REQUIRED = ("id",)
 
 
-def _auth_tokens(value: "Any") -> dict:
+def _auth_tokens(value: "Any") -> "dict[str, int | None]":
     if type(value) is not list:
         raise ContractError("bad_type", "tokens", "must be an array")
     if len(value) > MAX_AUTH_TOKENS:
@@ -905,7 +915,7 @@ def decode(
 # --- encoding -------------------------------------------------------------------------------
 
 
-def _dump(obj: dict) -> bytes:
+def _dump(obj: "Mapping[str, object]") -> bytes:
     """Compact JSON bytes, refused when larger than MAX_PAYLOAD_BYTES or not UTF-8-clean."""
     text = json.dumps(obj, separators=(",", ":"), **_DUMPS_OPTIONS)
     try:
@@ -919,7 +929,9 @@ def _dump(obj: dict) -> bytes:
     return data
 
 
-def encode_telemetry(ts: int, seq: int, values: dict, node: "str | None" = None) -> bytes:
+def encode_telemetry(
+    ts: int, seq: int, values: "Mapping[str, Scalar]", node: "str | None" = None
+) -> bytes:
     """Payload of ``af/{id}/telemetry``: one sample of ``node`` (default master)."""
     obj = {  # type: dict[str, Any]
         "v": CONTRACT_VERSION,
@@ -955,7 +967,7 @@ def encode_event(
     seq: int,
     type: str,
     severity: str,
-    data: "dict | None" = None,
+    data: "Mapping[str, object] | None" = None,
     node: "str | None" = None,
 ) -> bytes:
     """Payload of ``af/{id}/events``."""
@@ -973,14 +985,16 @@ def encode_event(
     return _dump(obj)
 
 
-def encode_config(version: int, values: dict) -> bytes:
+def encode_config(version: int, values: "Mapping[str, object]") -> bytes:
     """Payload of ``af/{id}/config/desired`` or ``af/{id}/config/reported``."""
     obj = {"v": CONTRACT_VERSION, "version": _int(version, "version", 0, MAX_SAFE_INT)}  # type: dict[str, Any]
     obj["values"] = _config_values(values)
     return _dump(obj)
 
 
-def encode_command(id: str, name: str, args: dict, expires: "int | None" = None) -> bytes:
+def encode_command(
+    id: str, name: str, args: "Mapping[str, object]", expires: "int | None" = None
+) -> bytes:
     """Payload of ``af/{id}/cmd``; ``id`` is the correlation id the results carry."""
     obj = {  # type: dict[str, Any]
         "v": CONTRACT_VERSION,
@@ -994,7 +1008,7 @@ def encode_command(id: str, name: str, args: dict, expires: "int | None" = None)
 
 
 def encode_command_result(
-    id: str, status: str, result: "dict | None" = None, reason: "str | None" = None
+    id: str, status: str, result: "Mapping[str, object] | None" = None, reason: "str | None" = None
 ) -> bytes:
     """Payload of ``af/{id}/cmd/result``."""
     obj = {  # type: dict[str, Any]
@@ -1041,7 +1055,7 @@ def encode_ota_status(
     return _dump(obj)
 
 
-def encode_auth_list(version: int, tokens: dict) -> bytes:
+def encode_auth_list(version: int, tokens: "Mapping[str, int | None]") -> bytes:
     """Payload of ``af/{id}/auth/list`` (retained): ``tokens`` maps each card's id to the ms
     it is valid until, or None; listed in sorted order so equal lists encode equally."""
     items = []
