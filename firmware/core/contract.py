@@ -5,8 +5,13 @@ the simulators. It turns topics and payload bytes into small value objects and b
 every rule of ``docs/device-contract.md`` on the way in *and* on the way out, so that the firmware
 never emits what the cloud would reject. Time is never read here: callers pass ``now_ms``.
 
-MicroPython: only ``json`` is imported; no typing/dataclasses/enum; plain classes with
-``__slots__``; annotations are strings or builtins and are never evaluated by MicroPython.
+The topic namespace (root, channels, device ids, parsing into a frozen ``Topic``) lives in
+``firmware.core.topics``; the names here (``TELEMETRY``, ``topic``, ``parse_topic`` ...) stay as
+its aliases and wrappers, raising ContractError("bad_topic") as before.
+
+MicroPython: only ``json`` and ``firmware.core.topics`` are imported; no typing/dataclasses/enum;
+plain classes with ``__slots__``; annotations are strings or builtins and are never evaluated by
+MicroPython.
 ``mpy-cross`` must compile this file (tests/firmware/test_contract.py checks it).
 
 Exceptions::
