@@ -11,6 +11,9 @@ another bridge instance took a charger over). Everything else is denied.
 ``allowed`` is the one decision. The amqtt plugin calls it for every PUBLISH, SUBSCRIBE and
 delivery; the Mosquitto roles (broker.mosquitto.dynsec) are generated from the same channel
 lists; ``rules_markdown`` documents it (broker/README.md is checked against it by the tests).
+
+The namespace itself (root, channels, device-id rule, parsing) is ``firmware.core.topics``; the
+names below stay for the broker's modules and the OCPP bridge that import them from here.
 """
 
 from __future__ import annotations
@@ -18,23 +21,18 @@ from __future__ import annotations
 import enum
 import re
 
-TOPIC_ROOT = "af"
+from firmware.core import topics
+
+TOPIC_ROOT = topics.ROOT
 
 # Device -> cloud: the device may PUBLISH these under its own id.
-DEVICE_TO_CLOUD: tuple[str, ...] = (
-    "telemetry",
-    "status",
-    "events",
-    "config/reported",
-    "cmd/result",
-    "ota/status",
-)
+DEVICE_TO_CLOUD: tuple[str, ...] = topics.DEVICE_TO_CLOUD
 # Cloud -> device: the device may SUBSCRIBE to (and receive) these under its own id.
-CLOUD_TO_DEVICE: tuple[str, ...] = ("config/desired", "cmd", "ota", "auth/list")
+CLOUD_TO_DEVICE: tuple[str, ...] = topics.CLOUD_TO_DEVICE
 
 # The device id is the MQTT client id, username, topic level and certificate CN: no '/', '+',
 # '#' or '$', so it can never widen a topic filter.
-DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+DEVICE_ID = re.compile(topics.DEVICE_ID_PATTERN)
 _SHARE_GROUP = re.compile(r"^[^/+#]+$")
 
 
@@ -46,14 +44,14 @@ class Action(enum.StrEnum):
     RECEIVE = "receive"  # be delivered a message published to the topic name
 
 
-def is_device_id(value: str) -> bool:
-    """Whether ``value`` is a well-formed device id."""
-    return DEVICE_ID.fullmatch(value) is not None
+is_device_id = topics.is_device_id  # whether a value is a well-formed device id
 
 
 def device_topic(device_id: str, channel: str) -> str:
-    """The topic of ``channel`` of one device."""
-    return f"{TOPIC_ROOT}/{device_id}/{channel}"
+    """The topic of ``channel`` of one device, or of every device when ``device_id`` is "+"."""
+    if device_id == topics.ANY_DEVICE:
+        return topics.channel_filter(channel)
+    return topics.device_topic(device_id, channel)
 
 
 def split_shared(topic_filter: str) -> str | None:
@@ -65,14 +63,6 @@ def split_shared(topic_filter: str) -> str | None:
     if len(parts) != 3 or not _SHARE_GROUP.match(parts[1]) or not parts[2]:
         return None
     return parts[2]
-
-
-def _device_channel(topic: str) -> tuple[str, str] | None:
-    """(device id, channel) of a concrete device topic, or None."""
-    parts = topic.split("/", 2)
-    if len(parts) != 3 or parts[0] != TOPIC_ROOT or not is_device_id(parts[1]):
-        return None
-    return parts[1], parts[2]
 
 
 def _under_root(topic_filter: str) -> bool:
@@ -98,18 +88,22 @@ def allowed(
         return _bridge_allowed(action, topic)
     if username is None or not is_device_id(username):
         return False
+    # Exact topic names only: wildcards are not valid in a PUBLISH (MQTT-3.3.2-2) anyway, and
+    # subscriptions must name a cloud-to-device channel literally: no wildcard, no shared
+    # subscription, nothing outside the device's own subtree ('#', 'af/#', 'af/+/cmd' never
+    # parse as a topic).
+    found = topics.match(topic)
+    if found is None or found.device_id != username:
+        return False
     if action is Action.PUBLISH:
-        # Exact topic names only: wildcards are not valid in a PUBLISH (MQTT-3.3.2-2) anyway.
-        return topic in {device_topic(username, c) for c in DEVICE_TO_CLOUD}
-    # Subscriptions must name a cloud-to-device channel literally: no wildcard, no shared
-    # subscription, nothing outside the device's own subtree ('#', 'af/#', 'af/+/cmd' fail).
-    return topic in {device_topic(username, c) for c in CLOUD_TO_DEVICE}
+        return found.channel in DEVICE_TO_CLOUD
+    return found.channel in CLOUD_TO_DEVICE
 
 
 def _service_allowed(action: Action, topic: str) -> bool:
     if action is Action.PUBLISH:
-        found = _device_channel(topic)
-        return found is not None and found[1] in CLOUD_TO_DEVICE
+        found = topics.match(topic)
+        return found is not None and found.channel in CLOUD_TO_DEVICE
     if action is Action.SUBSCRIBE:
         if topic.startswith("$share/"):
             inner = split_shared(topic)
@@ -124,12 +118,12 @@ BRIDGE_FOLLOWS: tuple[str, ...] = (*CLOUD_TO_DEVICE, "status")
 
 
 def _bridge_allowed(action: Action, topic: str) -> bool:
-    found = _device_channel(topic)
+    found = topics.match(topic)
     if found is None:
         return False  # also every wildcard filter: '+' and '#' are not in a device id
     if action is Action.PUBLISH:
-        return found[1] in DEVICE_TO_CLOUD
-    return found[1] in BRIDGE_FOLLOWS
+        return found.channel in DEVICE_TO_CLOUD
+    return found.channel in BRIDGE_FOLLOWS
 
 
 def rules_markdown() -> str:

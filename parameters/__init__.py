@@ -7,6 +7,7 @@ the typed objects::
 
     family = parameters.load_family("ac22-3p")
     family.parameter("max_current_a").value.reason_to_refuse(40)  # -> "above the maximum 32"
+    parameters.family_of(device.hardware_family)  # shipped families, cached; UnknownFamilyError
 
 Reading a compiled file needs nothing but the standard library; compiling from source needs
 PyYAML and jsonschema, imported only then.
@@ -22,8 +23,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from parameters.errors import CompiledFormatError, InvalidSchemaError, Issue, ParameterSchemaError
+from parameters.errors import (
+    CompiledFormatError,
+    InvalidSchemaError,
+    Issue,
+    ParameterSchemaError,
+    UnknownFamilyError,
+)
 from parameters.schema import (
+    ROLES,
     Argument,
     Binding,
     CompiledFamily,
@@ -39,6 +47,7 @@ BUILD_DIR = PACKAGE_DIR / "build"
 FAMILIES_DIR = PACKAGE_DIR / "families"
 
 __all__ = [
+    "ROLES",
     "Argument",
     "Binding",
     "CompiledFamily",
@@ -49,7 +58,9 @@ __all__ = [
     "Node",
     "Parameter",
     "ParameterSchemaError",
+    "UnknownFamilyError",
     "ValueSpec",
+    "family_of",
     "load_compiled",
     "load_family",
 ]
@@ -78,3 +89,7 @@ def load_family(
     from parameters.compiler import compile_family  # PyYAML and jsonschema only when needed
 
     return compile_family(family_id, families_dir or FAMILIES_DIR)
+
+
+# Last: the catalogue calls load_family above (through the module, at call time).
+from parameters.catalogue import family_of  # noqa: E402

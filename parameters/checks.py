@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from cloud.identity.permissions import SYSTEM_ROLES
 from parameters.bindings import I2C_MAX, I2C_MIN, BindingContext, BindingRegistry
 from parameters.errors import Issue, Path
 from parameters.loader import DURATION_UNITS, Document
 from parameters.schema import (
     NUMERIC_TYPES,
+    ROLES,
     Family,
     Parameter,
     ValueSpec,
@@ -21,7 +21,7 @@ UNITS = frozenset(
     {"W", "kW", "Wh", "kWh", "A", "mA", "V", "mV", "Hz", "Cel", "K", "s", "ms", "min", "h"}
     | {"%", "1", "dB[mW]", "var", "varh", "VA", "Ohm"}
 )
-DEFAULT_ROLES = frozenset(SYSTEM_ROLES)
+DEFAULT_ROLES = ROLES  # the schema language's roles (parameters.schema.ROLES)
 
 
 # --- semantic rules ----------------------------------------------------------------------------

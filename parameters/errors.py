@@ -3,8 +3,9 @@
 Exceptions::
 
     ParameterSchemaError
-     +-- InvalidSchemaError          (source files with issues: carries every Issue found)
+     +-- InvalidSchemaError     (source files with issues: carries every Issue found)
      +-- CompiledFormatError    (a compiled file that is not what ``build`` writes)
+     +-- UnknownFamilyError     (``family_of``: no shipped family has that id)
 """
 
 from __future__ import annotations
@@ -60,3 +61,11 @@ class InvalidSchemaError(ParameterSchemaError):
 
 class CompiledFormatError(ParameterSchemaError):
     """A compiled family file that cannot be read (unknown layout, missing field, bad hash)."""
+
+
+class UnknownFamilyError(ParameterSchemaError):
+    """A ``hardware_family`` that names no shipped parameter schema; ``family_id`` says which."""
+
+    def __init__(self, family_id: str) -> None:
+        super().__init__(f"no parameter schema for hardware family {family_id!r}")
+        self.family_id = family_id

@@ -35,6 +35,22 @@ VALUE_TYPES: tuple[ValueType, ...] = (
 )
 NUMERIC_TYPES = frozenset({"int", "float", "duration"})
 
+# The roles a parameter's ``read`` and ``write`` lists may name. They are part of the schema
+# language, so they are declared here, below the cloud; the cloud seeds exactly these roles
+# (cloud.identity.permissions.SYSTEM_ROLES, held equal by tests/parameters/test_roles.py).
+ROLES = frozenset(
+    {
+        "platform-admin",
+        "organization-admin",
+        "operator",
+        "support",
+        "installer",
+        "owner",
+        "guest",
+        "monitoring",
+    }
+)
+
 # Version of the compiled JSON layout itself (not of a family's content): a loader refuses a
 # layout it does not know instead of misreading it.
 COMPILED_FORMAT = 1

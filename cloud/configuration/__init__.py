@@ -8,17 +8,16 @@ command sent with the retained desired document (docs/device-contract.md 4.4, 4.
 Exceptions::
 
     ConfigurationError
-     +-- UnknownFamilyError        the device's hardware_family has no schema
+
+``UnknownFamilyError`` (the device's hardware_family has no schema) is raised by
+``parameters.family_of`` and belongs to parameters' tree (ParameterSchemaError); it is
+re-exported here, the same class, for the catchers that import it from this package.
 """
+
+from parameters.errors import UnknownFamilyError
+
+__all__ = ["ConfigurationError", "UnknownFamilyError"]
 
 
 class ConfigurationError(Exception):
     """Base of this package's errors."""
-
-
-class UnknownFamilyError(ConfigurationError):
-    """The device's ``hardware_family`` names no shipped parameter schema."""
-
-    def __init__(self, family_id: str) -> None:
-        super().__init__(f"no parameter schema for hardware family {family_id!r}")
-        self.family_id = family_id

@@ -1,38 +1,26 @@
-"""What the parameter schema allows: which family a device has, who may read or write what, and
-which values are refused. Pure functions over ``parameters.Family``; no I/O but the family load.
+"""What the parameter schema allows: who may read or write what, and which values are refused.
+Pure functions over ``parameters.Family``; no I/O.
+
+``family_of`` (which family a device has) lives in ``parameters`` now; the name stays here for
+the callers that still reach it as ``schema_rules.family_of`` (the same function).
 """
 
 from __future__ import annotations
 
-import functools
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import parameters
-from cloud.configuration import UnknownFamilyError
-from parameters import Family, Parameter
+from parameters import Family, Parameter, family_of
 
-# Family ids are file names (parameters/build/<id>.json): nothing that could leave the directory.
-_FAMILY_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
-
-
-@functools.lru_cache(maxsize=64)
-def _load(family_id: str) -> Family:
-    return parameters.load_family(family_id)
-
-
-def family_of(family_id: str) -> Family:
-    """The shipped family ``family_id``; UnknownFamilyError when there is none.
-
-    Cached: the compiled files change with a deployment, not while the process runs.
-    """
-    if not _FAMILY_ID.match(family_id) or ".." in family_id:
-        raise UnknownFamilyError(family_id)
-    try:
-        return _load(family_id)
-    except (parameters.ParameterSchemaError, OSError, KeyError, ValueError) as exc:
-        raise UnknownFamilyError(family_id) from exc
+__all__ = [
+    "delta",
+    "family_of",
+    "may_write",
+    "not_writable",
+    "readable",
+    "refusals",
+    "same_value",
+]
 
 
 def readable(family: Family, roles: Iterable[str]) -> list[Parameter]:

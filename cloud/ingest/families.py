@@ -16,11 +16,10 @@ import time
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from cloud.configuration import UnknownFamilyError
-from cloud.configuration.schema_rules import family_of
 from cloud.db import Database
 from cloud.devices.models import Device
 from cloud.ingest.schema_check import TelemetryRules
+from parameters import UnknownFamilyError, family_of
 
 log = logging.getLogger(__name__)
 

@@ -173,7 +173,7 @@ class Charger:
         self.changed = False  # record() changed: save it now
         self.saved_ms = 0
         self.saved_wh = None  # type: float | None
-        self.events = []  # type: list
+        self.events = []  # type: list[tuple[str, str, dict[str, object]]]
 
     @property
     def in_session(self) -> bool:
@@ -251,9 +251,9 @@ class Charger:
 
     # --- what survives a reboot -------------------------------------------------------------
 
-    def record(self) -> dict:
+    def record(self) -> "dict[str, object]":
         """The NVS record: the last session number and the open session, if any."""
-        record = {"n": self.sessions}  # type: dict
+        record = {"n": self.sessions}  # type: dict[str, object]
         if self.in_session:
             record["open"] = {
                 "session": self.session,
@@ -265,7 +265,7 @@ class Charger:
             }
         return record
 
-    def restore(self, record: "dict | None", now_ms: int) -> None:
+    def restore(self, record: object, now_ms: int) -> None:
         """At boot: go on numbering from ``record``; a session it holds open was cut by a power
         loss or a reset: close it (``power_loss``) with the last meter reading saved."""
         if type(record) is not dict:
@@ -446,7 +446,7 @@ class Charger:
             return
         if reason not in STOP_REASONS:
             reason = "other"
-        data = {
+        data = {  # type: dict[str, object]
             "session": self.session,
             "connector": CONNECTOR,
             "meter_stop_wh": self.session_end_wh,

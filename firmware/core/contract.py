@@ -5,8 +5,13 @@ the simulators. It turns topics and payload bytes into small value objects and b
 every rule of ``docs/device-contract.md`` on the way in *and* on the way out, so that the firmware
 never emits what the cloud would reject. Time is never read here: callers pass ``now_ms``.
 
-MicroPython: only ``json`` is imported; no typing/dataclasses/enum; plain classes with
-``__slots__``; annotations are strings or builtins and are never evaluated by MicroPython.
+The topic namespace (root, channels, device ids, parsing into a frozen ``Topic``) lives in
+``firmware.core.topics``; the names here (``TELEMETRY``, ``topic``, ``parse_topic`` ...) stay as
+its aliases and wrappers, raising ContractError("bad_topic") as before.
+
+MicroPython: only ``json`` and ``firmware.core.topics`` are imported; no typing/dataclasses/enum;
+plain classes with ``__slots__``; annotations are strings or builtins and are never evaluated by
+MicroPython.
 ``mpy-cross`` must compile this file (tests/firmware/test_contract.py checks it).
 
 Exceptions::
@@ -17,28 +22,37 @@ Exceptions::
 
 import json
 
+from firmware.core import topics
+
 TYPE_CHECKING = False  # mypy treats the name as true; nothing below runs on any interpreter
 if TYPE_CHECKING:
-    from typing import Any
+    from collections.abc import Mapping
+    from typing import Any, TypeAlias
 
-PREFIX = "af"
+    from firmware.core.topics import Topic
+
+    Scalar: TypeAlias = "bool | int | float | str"  # one telemetry value
+    JsonObject: TypeAlias = "dict[str, object]"  # an open map: any JSON inside, checked
+
+PREFIX = topics.ROOT
 CONTRACT_VERSION = 1
 
-# Channels: the part of the topic after ``af/{device_id}/``.
-TELEMETRY = "telemetry"
-STATUS = "status"
-EVENTS = "events"
-CONFIG_REPORTED = "config/reported"
-CMD_RESULT = "cmd/result"
-OTA_STATUS = "ota/status"
-CONFIG_DESIRED = "config/desired"
-CMD = "cmd"
-OTA = "ota"
-AUTH_LIST = "auth/list"
+# Channels: the part of the topic after ``af/{device_id}/``; the namespace is firmware.core.topics,
+# these names stay because the firmware and the cloud read them from here.
+TELEMETRY = topics.TELEMETRY
+STATUS = topics.STATUS
+EVENTS = topics.EVENTS
+CONFIG_REPORTED = topics.CONFIG_REPORTED
+CMD_RESULT = topics.CMD_RESULT
+OTA_STATUS = topics.OTA_STATUS
+CONFIG_DESIRED = topics.CONFIG_DESIRED
+CMD = topics.CMD
+OTA = topics.OTA
+AUTH_LIST = topics.AUTH_LIST
 
-UPLINK = (TELEMETRY, STATUS, EVENTS, CONFIG_REPORTED, CMD_RESULT, OTA_STATUS)
-DOWNLINK = (CONFIG_DESIRED, CMD, OTA, AUTH_LIST)
-CHANNELS = UPLINK + DOWNLINK
+UPLINK = topics.DEVICE_TO_CLOUD
+DOWNLINK = topics.CLOUD_TO_DEVICE
+CHANNELS = topics.CHANNELS
 
 QOS = {
     TELEMETRY: 1,
@@ -102,18 +116,23 @@ REASONS = (
 _LOWER = "abcdefghijklmnopqrstuvwxyz"
 _DIGITS = "0123456789"
 _ALNUM = _LOWER + _LOWER.upper() + _DIGITS
-_DEVICE_REST = _ALNUM + "_.-"
 _NAME_REST = _LOWER + _DIGITS + "_."
 _NODE_REST = _LOWER + _DIGITS + "_-"
 _COMMAND_ID_CHARS = _ALNUM + "_.:-"
 _HEX = "0123456789abcdef"
-_CHANNEL_SET = set(CHANNELS)
 
-# Parameter ids already found valid: telemetry repeats the same few dozen ids, so a set lookup
-# replaces the character check. Bounded: cleared when full, so hostile ids cannot grow it.
-_known_names = set()  # type: set[str]
+# Parameter ids and node ids already found valid: telemetry repeats the same few dozen ids, so a
+# set lookup replaces the character check on the ingest worker's hot path. The caches are
+# immutable snapshots (frozensets) that a learner replaces whole and never changes in place:
+# several worker threads decode at once, and a shared set cleared or grown under another
+# thread's issuperset/iteration is a data race (free-threaded CPython, MicroPython's _thread).
+# Rebinding a module global is atomic, so a reader sees the old snapshot or the new one; a
+# learner that loses a race only loses its addition (the ids are checked again next time), and
+# what is accepted or refused never depends on the cache. Bounded: a snapshot that would grow
+# past the limit starts over, so hostile ids cannot grow it.
+_known_names = frozenset()  # type: frozenset[str]
 _KNOWN_NAMES_MAX = 4096
-_known_nodes = {DEFAULT_NODE}
+_known_nodes = frozenset((DEFAULT_NODE,))  # type: frozenset[str]
 _KNOWN_NODES_MAX = 256
 
 try:  # CPython: raw UTF-8 is shorter than \u escapes; MicroPython's dumps has no such option
@@ -141,10 +160,10 @@ class ContractError(Exception):
         return text
 
 
-def _short(text: "Any") -> str:
+def _short(text: object) -> str:
     """A field name or value cut for error messages (hostile input can be 16 KB long)."""
-    text = text if type(text) is str else repr(text)
-    return text if len(text) <= MAX_ID_LENGTH else text[:MAX_ID_LENGTH] + "..."
+    shown = text if type(text) is str else repr(text)
+    return shown if len(shown) <= MAX_ID_LENGTH else shown[:MAX_ID_LENGTH] + "..."
 
 
 # --- identifiers ----------------------------------------------------------------------------
@@ -161,9 +180,7 @@ def _is_identifier(text: object, max_length: int, first: str, rest: str) -> bool
     )
 
 
-def is_device_id(text: object) -> bool:
-    """True when ``text`` matches ``^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$``."""
-    return _is_identifier(text, MAX_ID_LENGTH, _ALNUM, _DEVICE_REST)
+is_device_id = topics.is_device_id  # ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$
 
 
 def is_parameter_id(text: object) -> bool:
@@ -181,38 +198,26 @@ def is_node_id(text: object) -> bool:
 
 def topic(device_id: str, channel: str) -> str:
     """The topic ``af/{device_id}/{channel}``; device id "+" makes the filter for all devices."""
-    if channel not in _CHANNEL_SET:
-        raise ContractError("bad_topic", "channel", "unknown channel " + _short(channel))
-    if device_id != "+" and not is_device_id(device_id):
-        raise ContractError("bad_topic", "device_id", "bad device id " + _short(device_id))
-    return PREFIX + "/" + device_id + "/" + channel
+    try:
+        if device_id == topics.ANY_DEVICE:
+            return topics.channel_filter(channel)
+        return topics.device_topic(device_id, channel)
+    except topics.TopicError as exc:
+        raise ContractError("bad_topic", exc.field, exc.detail) from None
 
 
 def topic_filter(channel: str) -> str:
     """The subscription filter ``af/+/{channel}``: one channel of every device (cloud side)."""
-    return topic("+", channel)
+    return topic(topics.ANY_DEVICE, channel)
 
 
-def parse_topic(name: "str | bytes") -> "tuple[str, str]":
-    """Split ``af/{device_id}/{channel}`` into ``(device_id, channel)``; else bad_topic."""
-    if not isinstance(name, str):
-        try:
-            name = bytes(name).decode("utf-8")  # umqtt hands topics over as bytes
-        except (TypeError, ValueError):
-            raise ContractError("bad_topic", None, "topic is not UTF-8 text") from None
-    if name[:3] != "af/":
-        raise ContractError("bad_topic", None, "topic outside af/: " + _short(name))
-    rest = name[3:]
-    cut = rest.find("/")
-    if cut < 0:
-        raise ContractError("bad_topic", None, "no channel in " + _short(name))
-    device_id = rest[:cut]
-    channel = rest[cut + 1 :]
-    if channel not in _CHANNEL_SET:
-        raise ContractError("bad_topic", "channel", "unknown channel in " + _short(name))
-    if not is_device_id(device_id):
-        raise ContractError("bad_topic", "device_id", "bad device id in " + _short(name))
-    return device_id, channel
+def parse_topic(name: "str | bytes | bytearray | memoryview") -> "Topic":
+    """Parse ``af/{device_id}/{channel}`` into a ``Topic``, which unpacks as the pair
+    ``(device_id, channel)``; else bad_topic."""
+    try:
+        return topics.parse(name)
+    except topics.TopicError as exc:
+        raise ContractError("bad_topic", exc.field, exc.detail) from None
 
 
 # --- value objects --------------------------------------------------------------------------
@@ -244,7 +249,7 @@ class Telemetry(_Message):
 
     __slots__ = ("node", "seq", "ts", "values")
 
-    def __init__(self, ts: int, seq: int, node: str, values: dict) -> None:
+    def __init__(self, ts: int, seq: int, node: str, values: "dict[str, Scalar]") -> None:
         self.ts = ts
         self.seq = seq
         self.node = node
@@ -268,7 +273,9 @@ class Event(_Message):
 
     __slots__ = ("data", "node", "seq", "severity", "ts", "type")
 
-    def __init__(self, ts: int, seq: int, node: str, type: str, severity: str, data: dict):
+    def __init__(
+        self, ts: int, seq: int, node: str, type: str, severity: str, data: "JsonObject"
+    ) -> None:
         self.ts = ts
         self.seq = seq
         self.node = node
@@ -282,7 +289,7 @@ class Config(_Message):
 
     __slots__ = ("values", "version")
 
-    def __init__(self, version: int, values: dict) -> None:
+    def __init__(self, version: int, values: "JsonObject") -> None:
         self.version = version
         self.values = values
 
@@ -292,7 +299,7 @@ class Command(_Message):
 
     __slots__ = ("args", "expires", "id", "name")
 
-    def __init__(self, id: str, name: str, args: dict, expires: "int | None") -> None:
+    def __init__(self, id: str, name: str, args: "JsonObject", expires: "int | None") -> None:
         self.id = id
         self.name = name
         self.args = args
@@ -308,7 +315,7 @@ class CommandResult(_Message):
 
     __slots__ = ("id", "reason", "result", "status")
 
-    def __init__(self, id: str, status: str, result: dict, reason: "str | None") -> None:
+    def __init__(self, id: str, status: str, result: "JsonObject", reason: "str | None") -> None:
         self.id = id
         self.status = status
         self.result = result
@@ -321,7 +328,7 @@ class AuthList(_Message):
 
     __slots__ = ("tokens", "version")
 
-    def __init__(self, version: int, tokens: dict) -> None:
+    def __init__(self, version: int, tokens: "dict[str, int | None]") -> None:
         self.version = version
         self.tokens = tokens
 
@@ -400,7 +407,7 @@ def _reason(value: "Any", field: str) -> str:
     return value
 
 
-def _choice(value: "Any", field: str, choices: tuple) -> str:
+def _choice(value: "Any", field: str, choices: "tuple[str, ...]") -> str:
     """One of the fixed strings ``choices``."""
     if type(value) is not str:
         raise ContractError("bad_type", field, "must be a string")
@@ -429,25 +436,34 @@ def _node(value: "Any") -> str:
 
 def _command_id(value: "Any") -> str:
     """A correlation id: 1 to 64 characters of ``[A-Za-z0-9_.:-]`` (UUIDs and ULIDs fit)."""
-    _text(value, "id", MAX_ID_LENGTH)
-    if value.strip(_COMMAND_ID_CHARS):
+    text = _text(value, "id", MAX_ID_LENGTH)
+    if text.strip(_COMMAND_ID_CHARS):
         raise ContractError("bad_value", "id", "must match ^[A-Za-z0-9_.:-]{1,64}$")
-    return value
+    return text
 
 
-def _learn_name(key: "Any", field: str) -> None:
-    """Check a parameter id that is not in the cache yet, and remember it when valid."""
+def _check_name(key: object, field: str) -> str:
+    """A parameter id that is not in the cache yet: checked, returned when valid."""
     if type(key) is not str:
         raise ContractError("bad_type", field, "parameter ids must be strings")
     if not is_parameter_id(key):
         detail = "parameter id " + repr(_short(key)) + " must match ^[a-z][a-z0-9_.]{0,63}$"
         raise ContractError("bad_value", field, detail)
-    if len(_known_names) >= _KNOWN_NAMES_MAX:
-        _known_names.clear()
-    _known_names.add(key)
+    return key
 
 
-def _telemetry_values(values: "Any") -> dict:
+def _learn_names(known: "frozenset[str]", fresh: "list[str]") -> None:
+    """Publish a new snapshot of the valid parameter ids: ``known`` (the one read) plus
+    ``fresh``; one copy per message, never an in-place change (see _known_names)."""
+    global _known_names
+    if len(known) + len(fresh) > _KNOWN_NAMES_MAX:
+        known = frozenset()
+        if len(fresh) > _KNOWN_NAMES_MAX:
+            return
+    _known_names = known.union(fresh)
+
+
+def _telemetry_values(values: "Any") -> "dict[str, Scalar]":
     """The values map of a telemetry sample: 1..256 scalar values keyed by parameter id."""
     # The ingest worker's hot loop: one C-level subset test for the ids (almost always cached),
     # then one type() per value; the error details are worked out only once something failed.
@@ -456,10 +472,9 @@ def _telemetry_values(values: "Any") -> dict:
     count = len(values)
     if count == 0 or count > MAX_VALUES:
         raise ContractError("bad_value", "values", f"must hold 1 to {MAX_VALUES} values")
-    if not _known_names.issuperset(values):
-        for key in values:
-            if key not in _known_names:
-                _learn_name(key, "values")
+    known = _known_names  # one snapshot for the whole message
+    if not known.issuperset(values):
+        _learn_names(known, [_check_name(key, "values") for key in values if key not in known])
     for value in values.values():
         kind = type(value)
         if kind is float:
@@ -519,7 +534,7 @@ def _json_value(value: "Any", field: str, depth: int) -> None:
         raise ContractError("bad_type", field, "not a JSON value: " + type(value).__name__)
 
 
-def _open_map(value: "Any", field: str) -> dict:
+def _open_map(value: "Any", field: str) -> "JsonObject":
     """An open object (event data, command args and results): any JSON inside."""
     if type(value) is not dict:
         raise ContractError("bad_type", field, "must be an object")
@@ -527,15 +542,18 @@ def _open_map(value: "Any", field: str) -> dict:
     return value
 
 
-def _config_values(values: "Any") -> dict:
+def _config_values(values: "Any") -> "JsonObject":
     """A config values map: parameter ids to any JSON value (checked later by the schema)."""
     if type(values) is not dict:
         raise ContractError("bad_type", "values", "must be an object")
-    known = _known_names
+    known = _known_names  # one snapshot for the whole message
+    fresh = []  # type: list[str]
     for key in values:
         if key not in known:
-            _learn_name(key, "values")
+            fresh.append(_check_name(key, "values"))
         _json_value(values[key], "values." + key, 1)
+    if fresh:
+        _learn_names(known, fresh)
     return values
 
 
@@ -550,10 +568,10 @@ def _sha256(value: "Any") -> str:
 
 def _url(value: "Any") -> str:
     """An http(s) URL of at most MAX_URL_LENGTH characters."""
-    _text(value, "url", MAX_URL_LENGTH)
-    if not (value.startswith("https://") or value.startswith("http://")):
+    text = _text(value, "url", MAX_URL_LENGTH)
+    if not (text.startswith("https://") or text.startswith("http://")):
         raise ContractError("bad_value", "url", "must be an http:// or https:// URL")
-    return value
+    return text
 
 
 # --- decoding -------------------------------------------------------------------------------
@@ -596,14 +614,14 @@ def _has_lone_surrogate(value: "Any") -> bool:
     return False
 
 
-def _reject_lone_surrogates(obj: dict) -> None:
+def _reject_lone_surrogates(obj: "Mapping[str, object]") -> None:
     """Raise not_utf8 naming the top-level field that holds an unpaired surrogate."""
     for key in obj:
         if _has_lone_surrogate(key) or _has_lone_surrogate(obj[key]):
             raise ContractError("not_utf8", _short(key), "unpaired UTF-16 surrogate escape")
 
 
-def _load(payload: "bytes | bytearray | memoryview | str", max_bytes: int) -> dict:
+def _load(payload: "bytes | bytearray | memoryview | str", max_bytes: int) -> "JsonObject":
     """Size, UTF-8, JSON, object and version checks common to every message."""
     if isinstance(payload, str):
         if len(payload) > max_bytes:
@@ -645,7 +663,7 @@ def _load(payload: "bytes | bytearray | memoryview | str", max_bytes: int) -> di
     return obj
 
 
-def _fields(obj: dict, allowed: set, required: tuple) -> None:
+def _fields(obj: "JsonObject", allowed: "set[str]", required: "tuple[str, ...]") -> None:
     """Reject unknown top-level fields and missing required ones."""
     for key in obj:
         if key not in allowed:
@@ -673,6 +691,14 @@ _OTA_STATUS_FIELDS = {"v", "version", "state", "progress", "reason"}
 _OTA_STATUS_REQUIRED = ("version", "state")
 
 
+def _learn_node(known: "frozenset[str]", node: str) -> None:
+    """Publish a new snapshot of the valid node ids: ``known`` plus ``node``."""
+    global _known_nodes
+    if len(known) >= _KNOWN_NODES_MAX:
+        known = frozenset()
+    _known_nodes = known.union((node,))
+
+
 def decode_telemetry(
     payload: "bytes | str",
     now_ms: int,
@@ -692,17 +718,20 @@ def decode_telemetry(
     ):
         _fields(obj, _TELEMETRY_FIELDS, _TELEMETRY_REQUIRED)
     ts = _ts(obj["ts"], "ts", now_ms, max_skew_ms)
-    seq = obj["seq"]
-    if type(seq) is not int or seq < 0 or seq > MAX_SAFE_INT:
-        _int(seq, "seq", 0, MAX_SAFE_INT)  # raises with the precise reason
+    raw = obj["seq"]
+    if type(raw) is int and 0 <= raw <= MAX_SAFE_INT:
+        seq = raw
+    else:
+        seq = _int(raw, "seq", 0, MAX_SAFE_INT)  # raises with the precise reason
     node = DEFAULT_NODE
     if "node" in obj:
-        node = obj["node"]
-        if type(node) is not str or node not in _known_nodes:
-            _node(node)
-            if len(_known_nodes) >= _KNOWN_NODES_MAX:
-                _known_nodes.clear()
-            _known_nodes.add(node)
+        raw = obj["node"]
+        known = _known_nodes  # a snapshot, replaced whole (see _known_names)
+        if type(raw) is str and raw in known:
+            node = raw
+        else:
+            node = _node(raw)
+            _learn_node(known, node)
     return Telemetry(ts, seq, node, _telemetry_values(obj["values"]))
 
 
@@ -830,7 +859,7 @@ _TOKEN_FIELDS = {"id", "until"}
 _TOKEN_REQUIRED = ("id",)
 
 
-def _auth_tokens(value: "Any") -> dict:
+def _auth_tokens(value: "Any") -> "dict[str, int | None]":
     if type(value) is not list:
         raise ContractError("bad_type", "tokens", "must be an array")
     if len(value) > MAX_AUTH_TOKENS:
@@ -891,7 +920,7 @@ def decode(
 # --- encoding -------------------------------------------------------------------------------
 
 
-def _dump(obj: dict) -> bytes:
+def _dump(obj: "Mapping[str, object]") -> bytes:
     """Compact JSON bytes, refused when larger than MAX_PAYLOAD_BYTES or not UTF-8-clean."""
     text = json.dumps(obj, separators=(",", ":"), **_DUMPS_OPTIONS)
     try:
@@ -905,7 +934,9 @@ def _dump(obj: dict) -> bytes:
     return data
 
 
-def encode_telemetry(ts: int, seq: int, values: dict, node: "str | None" = None) -> bytes:
+def encode_telemetry(
+    ts: int, seq: int, values: "Mapping[str, Scalar]", node: "str | None" = None
+) -> bytes:
     """Payload of ``af/{id}/telemetry``: one sample of ``node`` (default master)."""
     obj = {  # type: dict[str, Any]
         "v": CONTRACT_VERSION,
@@ -941,7 +972,7 @@ def encode_event(
     seq: int,
     type: str,
     severity: str,
-    data: "dict | None" = None,
+    data: "Mapping[str, object] | None" = None,
     node: "str | None" = None,
 ) -> bytes:
     """Payload of ``af/{id}/events``."""
@@ -959,14 +990,16 @@ def encode_event(
     return _dump(obj)
 
 
-def encode_config(version: int, values: dict) -> bytes:
+def encode_config(version: int, values: "Mapping[str, object]") -> bytes:
     """Payload of ``af/{id}/config/desired`` or ``af/{id}/config/reported``."""
     obj = {"v": CONTRACT_VERSION, "version": _int(version, "version", 0, MAX_SAFE_INT)}  # type: dict[str, Any]
     obj["values"] = _config_values(values)
     return _dump(obj)
 
 
-def encode_command(id: str, name: str, args: dict, expires: "int | None" = None) -> bytes:
+def encode_command(
+    id: str, name: str, args: "Mapping[str, object]", expires: "int | None" = None
+) -> bytes:
     """Payload of ``af/{id}/cmd``; ``id`` is the correlation id the results carry."""
     obj = {  # type: dict[str, Any]
         "v": CONTRACT_VERSION,
@@ -980,7 +1013,7 @@ def encode_command(id: str, name: str, args: dict, expires: "int | None" = None)
 
 
 def encode_command_result(
-    id: str, status: str, result: "dict | None" = None, reason: "str | None" = None
+    id: str, status: str, result: "Mapping[str, object] | None" = None, reason: "str | None" = None
 ) -> bytes:
     """Payload of ``af/{id}/cmd/result``."""
     obj = {  # type: dict[str, Any]
@@ -1027,7 +1060,7 @@ def encode_ota_status(
     return _dump(obj)
 
 
-def encode_auth_list(version: int, tokens: dict) -> bytes:
+def encode_auth_list(version: int, tokens: "Mapping[str, int | None]") -> bytes:
     """Payload of ``af/{id}/auth/list`` (retained): ``tokens`` maps each card's id to the ms
     it is valid until, or None; listed in sorted order so equal lists encode equally."""
     items = []

@@ -283,7 +283,8 @@ class Slave:
         self.online = True  # optimistic until the first transaction says otherwise
         self.last_error = None  # type: str | None
         self.next_probe_ms = 0
-        self.errors = None  # type: dict | None  # code -> count, created on the first error
+        # code -> count, created on the first error
+        self.errors = None  # type: dict[str, int] | None
 
     def count(self, code: str) -> None:
         """Count one failed attempt."""
@@ -305,7 +306,7 @@ class Client:
         self.bus = bus
         self.policy = policy or DEFAULT_POLICY
         self.slaves = {}  # type: dict[int, Slave]
-        self.transitions = []  # type: list
+        self.transitions = []  # type: list[tuple[str, bool, str | None]]
 
     def add(self, node: str, address: int) -> Slave:
         """Register a slave at ``address`` (node id from the parameter schema)."""

@@ -45,7 +45,10 @@ from firmware.core.outbox import Outbox
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
+
+    from firmware.core.contract import Scalar
 
 DOWN = "down"
 CONNECTING = "connecting"
@@ -60,7 +63,7 @@ MAX_HELD = 8  # command results and OTA statuses kept while offline
 APPLY_COMMAND = "config.apply"
 
 
-def _reasons(refused: dict) -> str:
+def _reasons(refused: "dict[str, str]") -> str:
     """``id: reason; id: reason`` sorted by id, cut to the contract's 256 characters."""
     text = "; ".join(key + ": " + refused[key] for key in sorted(refused))
     return text if len(text) <= contract.MAX_STRING else text[: contract.MAX_STRING - 3] + "..."
@@ -127,10 +130,13 @@ class Link:
         self.clock_set = False  # no telemetry, no events, no ts until SNTP has run (contract 8)
         self.telemetry_seq = 0  # restart at 0 on every boot (contract 7)
         self.event_seq = 0
-        self.recent = []  # type: list  # [command id, result payload], oldest first
-        self.pending_apply = []  # type: list  # [(command id, version)] waiting for the version
-        self.refused = {}  # type: dict  # refusals of the version last applied
-        self.held = []  # type: list  # [(channel, payload)] sent after the next CONNACK
+        # (command id, result payload), oldest first
+        self.recent = []  # type: list[tuple[str, bytes]]
+        # (command id, version) waiting for the version
+        self.pending_apply = []  # type: list[tuple[str, int]]
+        self.refused = {}  # type: dict[str, str]  # refusals of the version last applied
+        # (channel, payload) sent after the next CONNACK
+        self.held = []  # type: list[tuple[str, bytes]]
         self.rejected = 0  # downlink messages that broke the contract
         self.errors = 0  # handler failures
         self.unclocked = 0  # telemetry/events dropped because the clock was not set
@@ -140,7 +146,7 @@ class Link:
         """True while connected."""
         return self.state == UP
 
-    def will(self) -> tuple:
+    def will(self) -> "tuple[str, bytes, int, bool]":
         """(topic, payload, qos, retain) of the last will, for CONNECT."""
         return self.prefix + contract.STATUS, contract.LAST_WILL, 1, True
 
@@ -278,7 +284,7 @@ class Link:
 
     # --- uplink -------------------------------------------------------------------------------
 
-    def send_telemetry(self, ts: int, node: str, values: dict) -> bool:
+    def send_telemetry(self, ts: int, node: str, values: "Mapping[str, Scalar]") -> bool:
         """One sample of ``node``: published now, or buffered while offline. False (counted)
         when the clock is not set yet."""
         if not self.clock_set:
@@ -296,7 +302,7 @@ class Link:
         ts: int,
         type: str,
         severity: str,
-        data: "dict | None" = None,
+        data: "Mapping[str, object] | None" = None,
         node: "str | None" = None,
     ) -> bool:
         """An event: published now, or buffered while offline; False before the clock is set."""
@@ -328,7 +334,7 @@ class Link:
         self,
         command_id: str,
         status: str,
-        result: "dict | None" = None,
+        result: "Mapping[str, object] | None" = None,
         reason: "str | None" = None,
     ) -> None:
         """The final result of a command first answered ``accepted``."""
@@ -443,12 +449,13 @@ class Link:
         self, command_id: str, status: str, result: "Any" = None, reason: "Any" = None
     ) -> None:
         payload = contract.encode_command_result(command_id, status, result, reason)
-        for entry in self.recent:
+        for position, entry in enumerate(self.recent):
             if entry[0] == command_id:
-                entry[1] = payload  # accepted -> final: a redelivery gets the final answer
+                # accepted -> final: a redelivery gets the final answer
+                self.recent[position] = (command_id, payload)
                 break
         else:
-            self.recent.append([command_id, payload])
+            self.recent.append((command_id, payload))
             if len(self.recent) > RECENT_COMMANDS:
                 self.recent.pop(0)
         self._send_or_hold(contract.CMD_RESULT, payload)

@@ -116,12 +116,17 @@ class Updater:
         self.received = 0
         self.progress = -1
         self.deadline_ms = 0
-        self.refused = []  # type: list  # (version, sha256) not to install again, newest last
-        self.record = None  # type: dict | None  # what NVS must hold (None: nothing)
-        self.statuses = []  # type: list
+        # (version, sha256) not to install again, newest last
+        self.refused = []  # type: list[tuple[str, str | None]]
+        self.record = None  # type: dict[str, object] | None  # what NVS must hold (None: nothing)
+        self.statuses = []  # type: list[tuple[str, str, int | None, str | None]]
 
     def _status(
-        self, version: str, state: str, progress: "Any" = None, reason: "Any" = None
+        self,
+        version: str,
+        state: str,
+        progress: "int | None" = None,
+        reason: "str | None" = None,
     ) -> None:
         self.statuses.append((version, state, progress, reason))
 
@@ -140,7 +145,7 @@ class Updater:
 
     # --- after a reboot ---------------------------------------------------------------------
 
-    def boot(self, record: "dict | None", now_ms: int) -> None:
+    def boot(self, record: object, now_ms: int) -> None:
         """Resume from the NVS record after a (re)boot; sets ``record`` to what NVS keeps."""
         self.record = None
         if not record or type(record) is not dict:

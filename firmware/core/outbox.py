@@ -20,7 +20,7 @@ class Outbox:
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity
         self.max_bytes = max_bytes
-        self._items = None  # type: list | None
+        self._items = None  # type: list[tuple[str, bytes] | None] | None
         self._head = 0
         self.count = 0
         self.size = 0  # payload bytes held
@@ -44,13 +44,13 @@ class Outbox:
         self.count += 1
         self.size += len(payload)
 
-    def peek(self) -> "tuple | None":
+    def peek(self) -> "tuple[str, bytes] | None":
         """The oldest message, left in place (None when empty)."""
         if not self.count:
             return None
         return self._items[self._head]  # type: ignore[index]
 
-    def pop(self) -> "tuple | None":
+    def pop(self) -> "tuple[str, bytes] | None":
         """Remove and return the oldest message (None when empty)."""
         item = self.peek()
         if item is None:

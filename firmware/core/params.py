@@ -30,8 +30,56 @@ import struct
 from firmware.core.registers import to_signed
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
+if TYPE_CHECKING:  # the compiled JSON as the engine reads it (parameters/schema.py writes it)
+    from collections.abc import Mapping
+    from typing import Any, TypedDict
+
+    from firmware.core.contract import Scalar
+
+    class BindingItem(TypedDict, total=False):
+        kind: str
+        address: int
+        register: int
+        width: int
+        signed: bool
+        byte_order: str
+        encoding: str
+        scale: "int | float"
+        offset: "int | float"
+
+    class SpecItem(TypedDict, total=False):
+        type: str
+        min: "int | float"
+        max: "int | float"
+        step: "int | float"
+        values: "list[str]"
+        default: "Scalar"
+        max_length: int
+        id: str
+        required: bool
+
+    class ParamItem(SpecItem, total=False):
+        node: str
+        kind: str
+        period_ms: int
+        reboot_required: bool
+        args: "list[SpecItem]"
+        binding: BindingItem
+
+    class NodeItem(TypedDict, total=False):
+        id: str
+        i2c_address: int
+        role: str
+
+    class Document(TypedDict, total=False):
+        format: int
+        family: str
+        name: str
+        schema_version: int
+        schema: str
+        nodes: "list[NodeItem]"
+        parameters: "list[ParamItem]"
+
 
 COMPILED_FORMAT = 1  # parameters/schema.py COMPILED_FORMAT: refuse a layout we do not know
 KINDS = ("telemetry", "setting", "status", "command")
@@ -45,7 +93,7 @@ class SchemaError(Exception):
     """A compiled family this engine cannot use."""
 
 
-def _decimal(number: "Any") -> "tuple | None":
+def _decimal(number: "Any") -> "tuple[int, int] | None":
     """(mantissa, exponent) with number == mantissa * 10**exponent, read from str(number) as
     decimal.Decimal(str(number)) does (MicroPython has no decimal module)."""
     text = str(number).lower()
@@ -79,7 +127,7 @@ def on_step(value: "Any", step: "Any", origin: "Any") -> bool:
     scaled_v = v[0] * 10 ** (v[1] - low)
     scaled_s = s[0] * 10 ** (s[1] - low)
     scaled_o = o[0] * 10 ** (o[1] - low)
-    return scaled_s != 0 and (scaled_v - scaled_o) % scaled_s == 0
+    return bool(scaled_s != 0 and (scaled_v - scaled_o) % scaled_s == 0)
 
 
 class Spec:
@@ -87,7 +135,7 @@ class Spec:
 
     __slots__ = ("choices", "default", "max_length", "maximum", "minimum", "step", "type")
 
-    def __init__(self, item: dict) -> None:
+    def __init__(self, item: "SpecItem") -> None:
         self.type = item.get("type")
         self.minimum = item.get("min")
         self.maximum = item.get("max")
@@ -127,7 +175,7 @@ class Arg(Spec):
 
     __slots__ = ("id", "required")
 
-    def __init__(self, item: dict) -> None:
+    def __init__(self, item: "SpecItem") -> None:
         super().__init__(item)
         self.id = item["id"]
         self.required = bool(item.get("required", False))
@@ -155,7 +203,7 @@ class Param(Spec):
         "width",
     )
 
-    def __init__(self, item: dict) -> None:
+    def __init__(self, item: "ParamItem") -> None:
         super().__init__(item)
         self.id = item["id"]
         self.node = item["node"]
@@ -225,7 +273,7 @@ class Param(Spec):
         fit the register."""
         width = self.width
         if self.type == "string":
-            data = value.encode("utf-8")
+            data = value.encode("utf-8")  # type: bytes
             if len(data) > width:
                 raise ValueError(self.id + ": longer than its register")
             return data + bytes(width - len(data))
@@ -254,7 +302,9 @@ class Block:
 
     __slots__ = ("address", "length", "params", "register")
 
-    def __init__(self, address: int, register: int, length: int, params: tuple) -> None:
+    def __init__(
+        self, address: int, register: int, length: int, params: "tuple[Param, ...]"
+    ) -> None:
         self.address = address
         self.register = register
         self.length = length
@@ -266,30 +316,53 @@ class PollGroup:
 
     __slots__ = ("blocks", "node", "params", "period_ms")
 
-    def __init__(self, node: str, period_ms: int, params: tuple, blocks: tuple) -> None:
+    def __init__(
+        self,
+        node: str,
+        period_ms: int,
+        params: "tuple[Param, ...]",
+        blocks: "tuple[Block, ...]",
+    ) -> None:
         self.node = node
         self.period_ms = period_ms
         self.params = params
         self.blocks = blocks
 
 
-def plan_blocks(params: "list") -> tuple:
+def _register(param: Param) -> int:
+    """The register of an i2c-bound parameter (the compiler gives every i2c binding one)."""
+    register = param.register
+    if register is None:
+        raise SchemaError("parameter " + param.id + ": no register in its i2c binding")
+    return register
+
+
+def _address(param: Param) -> int:
+    """The I2C address of an i2c-bound parameter (the compiler gives every i2c binding one)."""
+    address = param.address
+    if address is None:
+        raise SchemaError("parameter " + param.id + ": no address in its i2c binding")
+    return address
+
+
+def plan_blocks(params: "list[Param]") -> "tuple[Block, ...]":
     """Merge i2c parameters (one address) into register blocks of at most MAX_BLOCK bytes."""
     blocks = []
-    current = []  # type: list
+    current = []  # type: list[Param]
     start = end = 0
-    for param in sorted(params, key=lambda p: p.register):
-        stop = param.register + param.width
-        if current and (param.register > end + BLOCK_GAP or stop - start > MAX_BLOCK):
-            blocks.append(Block(current[0].address, start, end - start, tuple(current)))
+    for param in sorted(params, key=_register):
+        register = _register(param)
+        stop = register + param.width
+        if current and (register > end + BLOCK_GAP or stop - start > MAX_BLOCK):
+            blocks.append(Block(_address(current[0]), start, end - start, tuple(current)))
             current = []
         if not current:
-            start = param.register
+            start = register
             end = stop
         current.append(param)
         end = max(end, stop)
     if current:
-        blocks.append(Block(current[0].address, start, end - start, tuple(current)))
+        blocks.append(Block(_address(current[0]), start, end - start, tuple(current)))
     return tuple(blocks)
 
 
@@ -298,7 +371,7 @@ class Family:
 
     __slots__ = ("groups", "id", "name", "nodes", "order", "params", "schema", "schema_version")
 
-    def __init__(self, document: dict) -> None:
+    def __init__(self, document: "Document") -> None:
         if document.get("format") != COMPILED_FORMAT:
             raise SchemaError("unknown compiled format " + repr(document.get("format")))
         try:
@@ -316,10 +389,10 @@ class Family:
         self.params = {param.id: param for param in self.order}
         self.groups = self._plan()
 
-    def _plan(self) -> tuple:
+    def _plan(self) -> "tuple[PollGroup, ...]":
         groups = []
         for node, address, _ in self.nodes:
-            periods = {}  # type: dict
+            periods = {}  # type: dict[int, list[Param]]
             for param in self.order:
                 if param.node != node or not param.period_ms or param.kind == "command":
                     continue
@@ -347,7 +420,7 @@ class Family:
                 return address
         raise KeyError(node_id)
 
-    def slaves(self) -> list:
+    def slaves(self) -> "list[tuple[str, int | None, str]]":
         """(node id, address, role) of every slave node, in schema order."""
         return [node for node in self.nodes if node[1] is not None]
 
@@ -358,14 +431,14 @@ class Family:
                 return node
         return None
 
-    def settings(self) -> list:
+    def settings(self) -> "list[Param]":
         """The setting parameters, in schema order."""
         return [param for param in self.order if param.kind == "setting"]
 
-    def register_map(self, node_id: str) -> list:
+    def register_map(self, node_id: str) -> "list[Param]":
         """The i2c-bound parameters of a slave node, by register: what that slave serves."""
         members = [p for p in self.order if p.node == node_id and p.on_i2c]
-        return sorted(members, key=lambda p: p.register)
+        return sorted(members, key=_register)
 
     def write_refusal(self, parameter_id: str, value: "Any") -> "str | None":
         """Why a write of ``value`` to a setting is refused (cloud's schema_rules texts)."""
@@ -376,7 +449,9 @@ class Family:
             return "a " + param.kind + ", not a setting"
         return param.reason_to_refuse(value)
 
-    def command_refusal(self, name: str, args: dict) -> "tuple | None":
+    def command_refusal(
+        self, name: str, args: "Mapping[str, object]"
+    ) -> "tuple[str, dict[str, str] | None] | None":
         """None when the family has command ``name`` and ``args`` fit it; else
         ("unknown_command", None) or ("bad_args", {argument: reason})."""
         param = self.params.get(name)
@@ -402,7 +477,7 @@ class Family:
 def load(data: "bytes | str") -> Family:
     """A Family from the bytes (or text) of a compiled ``<family>.json``."""
     try:
-        document = json.loads(data)
+        document = json.loads(data)  # type: Document
     except ValueError:
         raise SchemaError("compiled schema is not JSON") from None
     if type(document) is not dict:
@@ -428,7 +503,7 @@ class Settings:
 
     def __init__(self, family: Family) -> None:
         self.family = family
-        self.overrides = {}  # type: dict  # only values that differ from the default
+        self.overrides = {}  # type: dict[str, object]  # only values that differ from the default
         self.version = 0  # version of the last config/desired applied
 
     def get(self, parameter_id: str) -> "Any":
@@ -437,11 +512,11 @@ class Settings:
             return self.overrides[parameter_id]
         return self.family.params[parameter_id].default
 
-    def in_force(self) -> dict:
+    def in_force(self) -> "dict[str, object]":
         """Every setting's value in force (the ``values`` of config/reported)."""
         return {param.id: self.get(param.id) for param in self.family.settings()}
 
-    def apply(self, values: dict) -> tuple:
+    def apply(self, values: "Mapping[str, object]") -> "tuple[dict[str, str], list[str], bool]":
         """Apply a desired set: (refused {id: reason}, changed [ids], reboot needed).
 
         Valid values are applied, refused ones leave the value in force as it was (device
@@ -500,12 +575,13 @@ class Sampler:
             now_ms + (int(rand() * group.period_ms) if rand is not None else 0)
             for group in family.groups
         ]
-        self.values = {}  # type: dict  # parameter id -> latest valid value
-        self.published = {}  # type: dict  # status id -> value last published
-        self.beat = {}  # type: dict  # node -> when its status values were all last published
+        self.values = {}  # type: dict[str, Scalar]  # parameter id -> latest valid value
+        self.published = {}  # type: dict[str, Scalar]  # status id -> value last published
+        # node -> when its status values were all last published
+        self.beat = {}  # type: dict[str, int]
         self.flagged = 0  # values left out because they broke their own schema
 
-    def due(self, now_ms: int) -> list:
+    def due(self, now_ms: int) -> "list[PollGroup]":
         """The poll groups due at ``now_ms``; each is scheduled one period later."""
         groups = []
         family_groups = self.family.groups
@@ -525,7 +601,12 @@ class Sampler:
     def store(self, block: Block, data: "Any") -> None:
         """Decode a block read and keep each valid value."""
         for param in block.params:
-            self.put(param, param.decode(data, param.register - block.register))
+            self.put(param, param.decode(data, _register(param) - block.register))
+
+    def number(self, parameter_id: str) -> "int | float | None":
+        """The latest valid value of a numeric parameter; None before the first one."""
+        value = self.values.get(parameter_id)
+        return value if type(value) is int or type(value) is float else None
 
     def put(self, param: Param, value: "Any") -> None:
         """Keep one value (master-internal ones come from the firmware itself)."""
@@ -542,7 +623,9 @@ class Sampler:
                 self.values.pop(param.id, None)
                 self.published.pop(param.id, None)
 
-    def collect(self, groups: list, now_ms: int, heartbeat_ms: int = DEFAULT_HEARTBEAT_MS) -> list:
+    def collect(
+        self, groups: "list[PollGroup]", now_ms: int, heartbeat_ms: int = DEFAULT_HEARTBEAT_MS
+    ) -> "list[tuple[str, dict[str, Scalar]]]":
         """The samples of the groups just read: [(node, values)], one per node, in schema order.
 
         All values of a node go into one sample, since the cloud keeps one sample per (device,

@@ -37,7 +37,7 @@ def to_signed(raw: int, width: int) -> int:
     return raw - (1 << bits) if raw >= 1 << (bits - 1) else raw
 
 
-def unpack(block: "bytes | bytearray", base: int, entry: tuple) -> int:
+def unpack(block: "bytes | bytearray", base: int, entry: "tuple[int, int, bool, bool]") -> int:
     """The integer value of one private register inside a block read from ``base``."""
     register, width, signed, _ = entry
     start = register - base

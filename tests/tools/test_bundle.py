@@ -157,5 +157,6 @@ def test_the_repository_firmware_builds(tmp_path: Path) -> None:
     (manifest_path,) = tmp_path.glob("firmware-*.manifest.json")
     paths = [f["path"] for f in json.loads(manifest_path.read_text())["files"]]
     assert "firmware/core/contract.mpy" in paths
+    assert "firmware/core/topics.mpy" in paths  # contract.mpy imports it on the board
     assert "parameters/ac22-3p.json" in paths
     assert all(p.split("/")[:2] not in (["firmware", "host"], ["firmware", "tools"]) for p in paths)
