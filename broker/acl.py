@@ -112,9 +112,8 @@ def _service_allowed(action: Action, topic: str) -> bool:
     return _under_root(topic) and "+" not in topic and "#" not in topic
 
 
-# What the bridge follows for each charger it holds: its downlink, and its status (a newer
-# "online" that the bridge did not publish says another instance holds the charger now).
-BRIDGE_FOLLOWS: tuple[str, ...] = (*CLOUD_TO_DEVICE, "status")
+# What the bridge follows for each charger it holds (the topic namespace says it).
+BRIDGE_FOLLOWS: tuple[str, ...] = topics.BRIDGE_FOLLOWS
 
 
 def _bridge_allowed(action: Action, topic: str) -> bool:

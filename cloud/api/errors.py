@@ -39,6 +39,7 @@ from cloud.devices import DevicesError
 from cloud.identity import GrantError, IdentityError, InvalidTokenError
 from cloud.organizations import OrganizationsError
 from cloud.telemetry import StoreUnavailableError, TelemetryError
+from parameters import ParameterSchemaError
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,7 @@ DOMAIN_ROOTS: tuple[type[Exception], ...] = (
     DevicesError,
     IdentityError,
     OrganizationsError,
+    ParameterSchemaError,  # UnknownFamilyError: a device's family has no shipped schema
     TelemetryError,
 )
 

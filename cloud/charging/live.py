@@ -24,10 +24,11 @@ from prometheus_client import Gauge
 from sqlalchemy import select
 
 from cloud.charging.models import ChargingSession, SessionState
-from cloud.configuration import UnknownFamilyError, schema_rules
+from cloud.configuration import UnknownFamilyError
 from cloud.db import Database
 from cloud.devices.models import Device
 from cloud.telemetry.store import MASTER, TelemetryError, TelemetryStore
+from parameters import family_of
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class Viewer:
 
 def _node_of(device: Device, parameter_id: str) -> str:
     try:
-        return schema_rules.family_of(device.hardware_family).parameter(parameter_id).node
+        return family_of(device.hardware_family).parameter(parameter_id).node
     except (UnknownFamilyError, KeyError):
         return MASTER
 

@@ -31,11 +31,11 @@ from typing import Any
 
 import gmqtt
 
-from broker.acl import BRIDGE_FOLLOWS
 from cloud.devicelink import gmqtt_connect
 from cloud.devicelink.mqtt import Endpoint
 from cloud.ocpp import metrics
 from firmware.core import contract
+from firmware.core.topics import BRIDGE_FOLLOWS
 
 log = logging.getLogger(__name__)
 

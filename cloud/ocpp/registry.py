@@ -33,7 +33,6 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from broker.acl import is_device_id
 from cloud.db import Database, utcnow
 from cloud.devices.credentials import REFUSED_STATES, DeviceCredential
 from cloud.devices.models import Device, Protocol
@@ -41,6 +40,7 @@ from cloud.identity.passwords import SecretHasher
 from cloud.ocpp import HandshakeRefusedError
 from cloud.ocpp.models import OcppCharger
 from cloud.ocpp.uplink import Boot
+from firmware.core.topics import is_device_id
 
 CACHE_TTL = 30.0
 CACHE_SIZE = 100_000

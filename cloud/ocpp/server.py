@@ -31,7 +31,7 @@ from cloud.ocpp.registry import Admission, Gatekeeper
 from cloud.ocpp.session import BridgedCharger
 from cloud.ocpp.v16.session import Charger16
 from cloud.ocpp.v201.session import Charger201
-from parameters import Family
+from parameters import Family, family_of
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +85,10 @@ class FamilyCache:
         """The family and its meter map."""
         found = self._cache.get(family_id)
         if found is None:
-            from cloud.configuration import UnknownFamilyError, schema_rules
+            from cloud.configuration import UnknownFamilyError
 
             try:
-                family: Family | None = schema_rules.family_of(family_id)
+                family: Family | None = family_of(family_id)
             except UnknownFamilyError:
                 family = None
             assert family is not None or family_id != FALLBACK_FAMILY, "ocpp-generic ships"

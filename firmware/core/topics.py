@@ -44,6 +44,10 @@ DEVICE_TO_CLOUD = (TELEMETRY, STATUS, EVENTS, CONFIG_REPORTED, CMD_RESULT, OTA_S
 # Cloud -> device: a device subscribes to (and receives) these under its own id.
 CLOUD_TO_DEVICE = (CONFIG_DESIRED, CMD, OTA, AUTH_LIST)
 CHANNELS = DEVICE_TO_CLOUD + CLOUD_TO_DEVICE
+# What a proxy that speaks for a device (the OCPP bridge) follows for each device it holds: its
+# cloud -> device channels, and its status (a newer "online" that the proxy did not publish says
+# another proxy instance holds the device now).
+BRIDGE_FOLLOWS = CLOUD_TO_DEVICE + (STATUS,)  # noqa: RUF005 - MicroPython-safe
 
 # The device id is the MQTT client id, username, topic level and certificate CN: no '/', '+',
 # '#' or '$', so it never widens a filter. The pattern is for regex users (the broker, request

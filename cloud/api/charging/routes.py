@@ -43,12 +43,13 @@ from cloud.charging.models import ChargingSession, SessionSource
 from cloud.charging.sessions import busy, request_start, request_stop
 from cloud.commands.models import DeviceCommand
 from cloud.commands.service import expires_ms, mark_sent, request_command
-from cloud.configuration import UnknownFamilyError, schema_rules
+from cloud.configuration import UnknownFamilyError
 from cloud.db import get_database, request_session, utcnow
 from cloud.devices.models import Device
 from cloud.identity.grants import AccessLevel
 from cloud.settings import Settings
 from cloud.telemetry.store import TelemetryStore
+from parameters import family_of
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ def _publish(device: Device, command: DeviceCommand) -> None:
 def _check_connector(device: Device, connector: int) -> None:
     """422 naming ``connector`` past the connectors the family's ``charging.start`` declares."""
     try:
-        start = schema_rules.family_of(device.hardware_family).parameter("charging.start")
+        start = family_of(device.hardware_family).parameter("charging.start")
     except (UnknownFamilyError, KeyError):
         return  # no schema to judge by: the charger answers for itself
     spec = next((a.value for a in start.args if a.id == "connector"), None)

@@ -25,9 +25,10 @@ from cloud.api.records import commit
 from cloud.commands import rules
 from cloud.commands.models import DeviceCommand
 from cloud.commands.service import expires_ms, mark_sent, request_command
-from cloud.configuration import UnknownFamilyError, schema_rules
+from cloud.configuration import UnknownFamilyError
 from cloud.configuration.roles import roles_for_device
 from cloud.db import request_session
+from parameters import family_of
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class Commands(MethodView):
         device = get_device(device_id, PERMISSION)
         session = request_session()
         try:
-            family = schema_rules.family_of(device.hardware_family)
+            family = family_of(device.hardware_family)
         except UnknownFamilyError:
             family = None
         roles = roles_for_device(session, current_principal(), device)

@@ -32,6 +32,7 @@ from cloud.configuration.service import configuration, describe_change, mark_sen
 from cloud.db import request_session
 from cloud.devices.models import Device, device_group_members
 from parameters import Family, Parameter
+from parameters import family_of as family_named
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ group_parameters = Blueprint(
 def family_of(device: Device) -> Family:
     """The device's family; UnknownFamilyError (409 naming ``hardware_family``, answered by
     cloud.api.errors) when no schema is shipped for it."""
-    return schema_rules.family_of(device.hardware_family)
+    return family_named(device.hardware_family)
 
 
 def _forbidden_parameters(ids: list[str], roles: frozenset[str]) -> NoReturn:
@@ -286,7 +287,7 @@ class GroupParameters(MethodView):
                 problems[device.id] = {"device": [f"you may not {PERMISSION} this device"]}
                 continue
             try:
-                family = schema_rules.family_of(device.hardware_family)
+                family = family_named(device.hardware_family)
             except UnknownFamilyError as exc:
                 problems[device.id] = {"hardware_family": [str(exc)]}
                 continue

@@ -19,10 +19,11 @@ from cloud.api.devices.routes import get_device
 from cloud.api.fields import QueryId, Text, UtcDateTime
 from cloud.api.schemas import Schema
 from cloud.api.scoping import device_clause
-from cloud.configuration import UnknownFamilyError, schema_rules
+from cloud.configuration import UnknownFamilyError
 from cloud.db import request_session
 from cloud.devices.models import Device, DeviceStatus
 from cloud.telemetry.store import TelemetryStore
+from parameters import family_of
 
 telemetry = Blueprint(
     "telemetry",
@@ -58,7 +59,7 @@ def schema_current(device: Device, reported_schema: str | None) -> bool | None:
     if reported_schema is None:
         return None
     try:
-        family = schema_rules.family_of(device.hardware_family)
+        family = family_of(device.hardware_family)
     except UnknownFamilyError:
         return None
     return reported_schema == family.schema_tag
