@@ -24,7 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TOP_PACKAGES = ("cloud", "broker", "firmware", "parameters")
 
-# Bottom to top. A package may import packages of its own layer (no cycle) or of lower ones.
+# Bottom to top. A package may import packages of lower layers, and of its own layer without a
+# cycle; in an ORDERED layer only those listed before it (the domains: docs/architecture.md).
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("device contract", ("firmware.core", "parameters")),
     (
@@ -63,6 +64,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("HTTP", ("cloud.api",)),
     ("entry points", ("cloud.app", "cloud.cli")),
 )
+
+ORDERED = ("domains",)
 
 # Third-party packages only the HTTP layer and the entry points may import; and the two pieces of
 # infrastructure that are Flask extensions (``init_app``: the request's database session, the
@@ -236,6 +239,13 @@ def layer_violations(edges: Mapping[tuple[str, str], Edge], source: Source) -> l
                 f"{edge.source} ({LAYERS[low][0]}) imports {edge.target} "
                 f"({LAYERS[high][0]}, above it) in {edge.where}"
             )
+        elif high == low and LAYERS[low][0] in ORDERED:
+            order = LAYERS[low][1]
+            if order.index(edge.target) > order.index(edge.source):
+                problems.append(
+                    f"{edge.source} imports {edge.target}, a {LAYERS[low][0]} package listed "
+                    f"after it, in {edge.where}"
+                )
     web_floor = min(n for n, (name, _m) in enumerate(LAYERS) if name in WEB_LAYERS)
     for module, name in source.imports:
         package = package_of(module)

@@ -62,3 +62,21 @@ def test_the_check_finds_an_upward_import_and_flask_in_a_domain(tmp_path: Path) 
     problems = layer_violations(package_edges(source, ("cloud",)), source)
     assert any("cloud.devices (domains) imports cloud.api (HTTP" in p for p in problems)
     assert any("cloud.devices.models imports flask" in p for p in problems)
+
+
+def test_the_check_keeps_the_order_of_the_domains(tmp_path: Path) -> None:
+    """Sideways between domains goes one way only: devices may not import charging."""
+    _tree(
+        tmp_path,
+        {
+            "cloud/__init__.py": "",
+            "cloud/devices/__init__.py": "from cloud.charging import models\n",
+            "cloud/charging/__init__.py": "",
+            "cloud/charging/models.py": "",
+        },
+    )
+    source = read_imports(tmp_path, ("cloud",))
+    problems = layer_violations(package_edges(source, ("cloud",)), source)
+    assert problems == [
+        "cloud.devices imports cloud.charging, a domains package listed after it, in cloud.devices"
+    ]
