@@ -86,6 +86,8 @@ class Link:
         self.refused = threading.Event()
         self.generation = 0  # CONNACKs so far
         self.failures = 0  # handler failures
+        self.last_error = ""  # why the latest connection attempt failed
+        self.paused = False  # reading stopped by pause_reading (a new connection reads)
         self.subscriptions = Subscriptions()
         self._coalesce = coalesce_writes
         self._on_flush = on_flush
@@ -125,11 +127,13 @@ class Link:
                 )
                 return True
             except gmqtt.mqtt.handler.MQTTConnectError as exc:
+                self.last_error = f"refused: {exc}"
                 if getattr(exc, "_code", None) in REFUSED:
                     self._refuse(exc)
                     return False
                 log.warning("broker %s refused the connection (%s)", self.endpoint.where, exc)
             except OSError as exc:
+                self.last_error = f"unreachable: {exc}"
                 log.warning("broker %s unreachable (%s)", self.endpoint.where, exc)
             attempt += 1
             if attempts is not None and attempt >= attempts:
@@ -223,6 +227,7 @@ class Link:
 
     def pause_reading(self, paused: bool) -> None:
         """Back-pressure: stop (or resume) reading while the owner holds as much as it may."""
+        self.paused = paused
         self._wire.pause_reading(paused)
 
     # -- gmqtt callbacks, on the loop -------------------------------------------------------------
@@ -290,6 +295,7 @@ class Link:
     def _on_connect(self, _client: Any, session_present: int, _rc: Any, _props: Any) -> None:
         self.generation += 1
         self._losses = 0
+        self.paused = False
         if not session_present:
             # Clean session: what was in flight is gone and will not be acknowledged.
             self._fail_pending("the broker lost the session before acknowledging")

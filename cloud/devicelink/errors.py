@@ -1,11 +1,11 @@
 """What the device link raises. One root, so a caller can catch the link as a whole::
 
-    LinkError
-     +-- CredentialsRefusedError  the broker refused the account (CONNACK 4 or 5): retrying
-     |                            only hammers the broker, so the client stops trying
-     +-- NotConnectedError        no connection to the broker right now (or it was lost
-     |                            before the broker acknowledged)
-     +-- LinkTimeoutError         the broker did not answer in time
+LinkError
+ +-- CredentialsRefusedError  the broker refused the account (CONNACK 4 or 5): retrying
+ |                            only hammers the broker, so the client stops trying
+ +-- NotConnectedError        no connection to the broker right now (or it was lost
+ |                            before the broker acknowledged)
+ +-- LinkTimeoutError         the broker did not answer in time
 """
 
 from __future__ import annotations

@@ -103,13 +103,22 @@ class Subscriptions:
         self._wildcards: list[tuple[re.Pattern[str], Subscription]] = []
 
     def add(self, topic_filter: str, qos: int, handler: Handler) -> Subscription:
-        """Register ``handler`` for ``topic_filter`` (a filter may have several handlers)."""
+        """Register ``handler`` for ``topic_filter`` (a filter may have several handlers; the same
+        handler registered again for the same filter replaces the first registration, so a
+        message is never handled twice by it)."""
         inner = inner_filter(topic_filter)
         subscription = Subscription(topic_filter, qos, handler)
         if is_wildcard(inner):
+            self._wildcards = [
+                w
+                for w in self._wildcards
+                if (w[1].topic_filter, w[1].handler) != (topic_filter, handler)
+            ]
             self._wildcards.append((_compile(inner), subscription))
         else:
-            self._exact.setdefault(inner, []).append(subscription)
+            same = self._exact.setdefault(inner, [])
+            same[:] = [s for s in same if (s.topic_filter, s.handler) != (topic_filter, handler)]
+            same.append(subscription)
         return subscription
 
     def remove(self, topic_filter: str) -> bool:

@@ -62,6 +62,7 @@ class ThreadedLink:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._ready = threading.Event()
+        self._gave_up = threading.Event()  # out of attempts, or refused
         self._thread: threading.Thread | None = None
 
     @property
@@ -93,6 +94,7 @@ class ThreadedLink:
     def start(self) -> None:
         """Start the loop thread and connect in the background (with back-off)."""
         self._ready.clear()
+        self._gave_up.clear()
         self._thread = threading.Thread(
             target=asyncio.run, args=(self._main(),), name=f"link-{self.client_id}", daemon=True
         )
@@ -104,9 +106,14 @@ class ThreadedLink:
         self._stopping = asyncio.Event()
         self._ready.set()
         connecting = asyncio.create_task(self.link.run(self._stopping, self._attempts))
+        connecting.add_done_callback(self._connected_or_not)
         await self._stopping.wait()
         connecting.cancel()
         await self.link.close()
+
+    def _connected_or_not(self, task: asyncio.Task[bool]) -> None:
+        if not task.cancelled() and task.exception() is None and not task.result():
+            self._gave_up.set()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Disconnect and end the loop thread."""
@@ -117,7 +124,8 @@ class ThreadedLink:
         self._loop = self._stopping = None
 
     def wait_connected(self, timeout: float | None = None) -> None:
-        """Wait for the connection; raise ``CredentialsRefusedError`` or ``LinkTimeoutError``."""
+        """Wait for the connection; raise ``CredentialsRefusedError``, ``NotConnectedError`` (out
+        of attempts) or ``LinkTimeoutError``."""
         waited = 0.0
         limit = self.timeout if timeout is None else timeout
         while not self.connected.wait(0.02):
@@ -125,6 +133,8 @@ class ThreadedLink:
                 raise CredentialsRefusedError(
                     f"{self.endpoint.where} refused {self.endpoint.username}"
                 )
+            if self._gave_up.is_set():
+                raise NotConnectedError(f"{self.endpoint.where}: {self.link.last_error}")
             waited += 0.02
             if waited >= limit:
                 raise LinkTimeoutError(f"no connection to {self.endpoint.where} in {limit:g} s")
