@@ -231,24 +231,20 @@ class Link:
         self._wire.pause_reading(paused)
 
     # -- gmqtt callbacks, on the loop -------------------------------------------------------------
-    def _dispatch(self, message: Message) -> None:
-        for handler in self.subscriptions.handlers(message.topic):
-            try:
-                handler(message)
-            except Exception:
-                self.failures += 1
-                HANDLER_FAILURES.inc()
-                log.exception(
-                    "handler failed on %s payload=%r",
-                    message.topic[:200],
-                    message.payload[:EXCERPT],
-                )
+    def _failed(self, message: Message) -> None:
+        # Called inside the handler's ``except``: log.exception has its traceback.
+        self.failures += 1
+        HANDLER_FAILURES.inc()
+        log.exception(
+            "handler failed on %s payload=%r", message.topic[:200], message.payload[:EXCERPT]
+        )
 
     def _on_qos1(self, mid: int, payload: bytes, topic: Any, properties: dict[str, Any]) -> None:
         if isinstance(topic, bytes):
             topic = topic.decode("utf-8", "replace")
         generation = self.generation
-        self._dispatch(Message(topic, payload, 1, bool(properties.get("retain")), mid, generation))
+        message = Message(topic, payload, 1, bool(properties.get("retain")), mid, generation)
+        self.subscriptions.dispatch(message, self._failed)
         if not self.manual_ack:
             self.ack(mid, generation)
 
@@ -257,9 +253,10 @@ class Link:
     ) -> int:
         if isinstance(topic, bytes):
             topic = topic.decode("utf-8", "replace")
-        self._dispatch(
-            Message(topic, payload, qos, bool(properties.get("retain")), None, self.generation)
+        message = Message(
+            topic, payload, qos, bool(properties.get("retain")), None, self.generation
         )
+        self.subscriptions.dispatch(message, self._failed)
         return 0
 
     def _on_puback(self, mid: int) -> None:

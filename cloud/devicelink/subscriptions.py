@@ -140,6 +140,27 @@ class Subscriptions:
             if pattern.fullmatch(topic) is not None:
                 yield subscription.handler
 
+    def dispatch(self, message: Message, failed: Callable[[Message], None]) -> None:
+        """Hand ``message`` to every handler whose filter matches its topic; a handler that
+        raises is reported to ``failed`` (inside its ``except``) and the others still run.
+
+        ``handlers`` unrolled, without a generator: this runs once per message received.
+        """
+        topic = message.topic
+        exact = self._exact.get(topic)
+        if exact is not None:
+            for subscription in exact:
+                try:
+                    subscription.handler(message)
+                except Exception:
+                    failed(message)
+        for pattern, subscription in self._wildcards:
+            if pattern.fullmatch(topic) is not None:
+                try:
+                    subscription.handler(message)
+                except Exception:
+                    failed(message)
+
     def filters(self) -> list[tuple[str, int]]:
         """(filter, QoS) of every registration, each filter once: what a CONNACK restates."""
         seen: dict[str, int] = {}
