@@ -11,7 +11,10 @@ its packet handler that decide those, on one client instance:
 * ``_handle_connack_packet`` also reports the return code (``on_connack_code``);
 * SUBSCRIBE / UNSUBSCRIBE go out through the connection, without gmqtt's bookkeeping (the
   ``Link`` keeps its own registry and restates it on every CONNACK);
-* ``publish`` returns the packet id gmqtt's ``Client.publish`` keeps to itself.
+* ``publish`` returns the packet id gmqtt's ``Client.publish`` keeps to itself;
+* its reconnects keep the client's session kind (gmqtt's ``reconnect`` asks for a persistent
+  session whatever the client was made with: a clean-session client such as the OCPP bridge
+  would leave subscriptions at the broker after a crash).
 
 ``tests/devicelink`` and ``tests/ingest/test_pipeline.py`` check the behaviour these hooks
 give against real brokers, so a gmqtt upgrade that moves them fails there first.
@@ -66,6 +69,16 @@ class Wire:
         for command in (MQTTCommands.PUBLISH, MQTTCommands.PUBACK, MQTTCommands.CONNACK):
             handler._handler_cache.pop(command, None)
         self._coalescing: Coalescing | None = None
+        original_create = client._create_connection
+        session_kind = bool(client._clean_session)
+
+        async def create_connection(
+            host: str, port: int, ssl: Any, clean_session: bool, keepalive: int
+        ) -> Any:
+            del clean_session  # False on every reconnect: see the module's docstring
+            return await original_create(host, port, ssl, session_kind, keepalive)
+
+        client._create_connection = create_connection
 
     @property
     def connected(self) -> bool:

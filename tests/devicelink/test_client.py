@@ -6,16 +6,19 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from broker.admin import DeviceAccount
 from cloud.devicelink.endpoint import Endpoint
 from cloud.devicelink.errors import CredentialsRefusedError, LinkError, NotConnectedError
 from cloud.devicelink.subscriptions import Message
 from cloud.devicelink.threaded import ThreadedLink, end_session, publish_batch
 from firmware.core import contract
 from tests.link import Link
-from tests.services.mosquitto import free_port
+from tests.mqtt import Mqtt
+from tests.services.mosquitto import Mosquitto, free_port
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
@@ -76,3 +79,29 @@ def test_short_lived_publishing_and_ending_a_session_say_when_they_failed(link: 
     with pytest.raises(NotConnectedError):
         publish_batch(nowhere, [("af/x/cmd", b"{}", False)], timeout=5)
     end_session(link.endpoint(), f"svc-{secrets.token_hex(4)}")  # and a good one works
+
+
+def test_a_clean_session_link_resubscribes_after_the_broker_restarts(tmp_path: Path) -> None:
+    device_id, password = "af-restart-1", "restart-password-1"
+    with Mosquitto(tmp_path / "mosquitto") as server:
+        server.provisioner().resync([DeviceAccount(device_id, "1", True, password)])
+        endpoint = Endpoint(
+            server.host, server.port, False, server.service_user, server.service_password
+        )
+        seen: list[bytes] = []
+        topic = contract.topic(device_id, contract.EVENTS)
+        with ThreadedLink(endpoint, f"svc-{secrets.token_hex(4)}", first_delay=0.1) as service:
+            service.subscribe(topic, lambda m: seen.append(m.payload))
+            service.wait_connected()
+            server.stop()
+            wait_for(lambda: not service.connected.is_set(), "the loss seen")
+            server.start()
+            # A clean session again (the broker kept no subscription for it): only the
+            # resubscription on this CONNACK brings the event.
+            wait_for(lambda: service.generation == 2, "reconnected", timeout=30)
+            with Mqtt(server.host, server.port, device_id, password).connected() as device:
+                deadline = time.monotonic() + 10
+                while not seen and time.monotonic() < deadline:
+                    device.publish(topic, b"after the restart")
+                    time.sleep(0.2)
+        assert seen and seen[0] == b"after the restart"
