@@ -41,7 +41,8 @@ import paho.mqtt.client as mqtt
 
 from broker.admin import DeviceAccount
 from cloud.db import Database, migrate
-from cloud.devicelink.mqtt import Endpoint, end_session
+from cloud.devicelink.endpoint import Endpoint
+from cloud.devicelink.threaded import end_session
 from cloud.devices.models import Device, LifecycleState, Protocol
 from cloud.organizations.models import Organization
 from cloud.telemetry.influx import InfluxStore

@@ -26,7 +26,8 @@ from cloud.configuration.worker import ConfigWorker
 from cloud.db import get_database
 from cloud.db.migrate import upgrade
 from cloud.devicelink.accounts import service_password
-from cloud.devicelink.mqtt import Endpoint, ServiceConnection, end_session
+from cloud.devicelink.endpoint import Endpoint
+from cloud.devicelink.threaded import ThreadedLink, end_session
 from cloud.identity.seed import ensure_admin, sync_catalogue
 from cloud.settings import Settings
 from tests.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, Client, Tenant
@@ -42,7 +43,7 @@ AppFactory = Callable[..., Flask]
 class Worker(Protocol):
     """What the device-link workers have in common, for ``running_worker``."""
 
-    connection: ServiceConnection
+    connection: ThreadedLink
 
     def start(self) -> None: ...
 

@@ -40,7 +40,7 @@ ROOTS = {
     "cloud.access": "AccessError",
     "cloud.billing": "BillingError",
     "cloud.ocpp": "OcppBridgeError",
-    "cloud.devicelink": "DeviceLinkError",
+    "cloud.devicelink": "LinkError",
     "cloud.mail": "MailError",
     "broker": "BrokerAdminError",
     "parameters": "ParameterSchemaError",

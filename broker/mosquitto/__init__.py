@@ -7,5 +7,5 @@ encode the device contract, and the provisioner that keeps them in step with the
 * ``dynsec`` is the I/O-free core: the roles and ACLs, and ``plan``, which turns the broker's
   current accounts and the registry's into the control commands that reconcile them;
 * ``provisioner`` speaks the dynamic-security control API over MQTT (``$CONTROL/dynamic-
-  security/v1``) with paho-mqtt.
+  security/v1``) through the device link (``cloud.devicelink``).
 """

@@ -6,10 +6,10 @@ answers come on ``$CONTROL/dynamic-security/v1/response``, one per command, in o
 echoing the command's ``correlationData``. Every provisioner connection (API workers, the
 resync job) sees every answer, so each request tags its commands with its own id.
 
-Each operation opens its own short connection as the admin account (paho-mqtt, MQTT 3.1.1)
-and closes it: they are rare (issue, rotate, revoke, resync), and a broker restart in between
-costs nothing. ``BrokerUnavailable`` says the broker could not be reached or did not answer;
-``BrokerCommandError`` that it refused a command.
+Each operation opens its own short connection as the admin account (the device link's
+``ThreadedLink``, MQTT 3.1.1) and closes it: they are rare (issue, rotate, revoke, resync), and
+a broker restart in between costs nothing. ``BrokerUnavailable`` says the broker could not be
+reached or did not answer; ``BrokerCommandError`` that it refused a command.
 """
 
 from __future__ import annotations
@@ -25,14 +25,15 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-
 from broker.admin import DeviceAccount, ResyncReport
 from broker.errors import BrokerCommandError, BrokerUnavailable
 from broker.mosquitto import dynsec
 from broker.mosquitto.dynsec import Acl, ClientState, Command
 from cloud.devicelink.accounts import admin_password, bridge_password, service_password
+from cloud.devicelink.endpoint import Endpoint
+from cloud.devicelink.errors import CredentialsRefusedError, LinkError
+from cloud.devicelink.subscriptions import Message
+from cloud.devicelink.threaded import ThreadedLink
 from cloud.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -48,36 +49,25 @@ class _Control:
 
     def __init__(self, provisioner: MosquittoProvisioner) -> None:
         self._p = provisioner
-        self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"{provisioner.admin_user}-{secrets.token_hex(4)}",
-            protocol=mqtt.MQTTv311,
+        endpoint = Endpoint(
+            provisioner.host,
+            provisioner.port,
+            provisioner.tls,
+            provisioner.admin_user,
+            provisioner.admin_password,
+            provisioner.ca_file,
         )
-        self._client.username_pw_set(provisioner.admin_user, provisioner.admin_password)
-        self._client.connect_timeout = provisioner.timeout
-        if provisioner.tls:
-            self._client.tls_set(ca_certs=provisioner.ca_file or None)
+        self._link = ThreadedLink(
+            endpoint,
+            f"{provisioner.admin_user}-{secrets.token_hex(4)}",
+            timeout=provisioner.timeout,
+            attempts=1,
+        )
         self._lock = threading.Condition()
-        self._connack: Any = None
-        self._subscribed: list[Any] | None = None
         self._answers: dict[str, dict[str, Any]] = {}
-        self._client.on_connect = self._on_connect
-        self._client.on_subscribe = self._on_subscribe
-        self._client.on_message = self._on_message
 
-    # paho callbacks, on its network thread -------------------------------------------------
-
-    def _on_connect(self, _c: Any, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
-        with self._lock:
-            self._connack = reason
-            self._lock.notify_all()
-
-    def _on_subscribe(self, _c: Any, _u: Any, _mid: int, reasons: Any, _props: Any) -> None:
-        with self._lock:
-            self._subscribed = list(reasons)
-            self._lock.notify_all()
-
-    def _on_message(self, _c: Any, _u: Any, message: mqtt.MQTTMessage) -> None:
+    def _on_message(self, message: Message) -> None:
+        # On the link's thread.
         try:
             answers = json.loads(message.payload)["responses"]
         except (ValueError, KeyError, TypeError):
@@ -102,18 +92,19 @@ class _Control:
     # the connection ------------------------------------------------------------------------
 
     def __enter__(self) -> _Control:
+        self._link.start()
         try:
-            self._client.connect(self._p.host, self._p.port, keepalive=30)
-        except OSError as exc:
-            raise BrokerUnavailable(f"{self._p.where}: {exc}") from exc
-        self._client.loop_start()
-        try:
-            self._wait(lambda: self._connack is not None, "CONNACK")
-            if self._connack.is_failure:
-                raise BrokerUnavailable(f"{self._p.where}: admin login refused ({self._connack})")
-            self._client.subscribe(dynsec.RESPONSE_TOPIC, qos=1)
-            self._wait(lambda: self._subscribed is not None, "SUBACK")
-            if not self._subscribed or self._subscribed[0].is_failure:
+            try:
+                self._link.wait_connected()
+            except CredentialsRefusedError as exc:
+                raise BrokerUnavailable(f"{self._p.where}: admin login refused ({exc})") from exc
+            except LinkError as exc:
+                raise BrokerUnavailable(f"{self._p.where}: {exc}") from exc
+            try:
+                granted = self._link.subscribe_wait(dynsec.RESPONSE_TOPIC, self._on_message)
+            except LinkError as exc:
+                raise BrokerUnavailable(f"{self._p.where}: no SUBACK ({exc})") from exc
+            if not granted or granted[0] >= 0x80:
                 raise BrokerUnavailable(f"{self._p.where}: the admin may not read the answers")
         except BaseException:
             self._close()
@@ -129,8 +120,7 @@ class _Control:
         self._close()
 
     def _close(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
+        self._link.stop()
 
     def call(self, commands: list[Command]) -> list[dict[str, Any]]:
         """Send ``commands`` (in batches, in order); return their answers in the same order."""
@@ -142,11 +132,12 @@ class _Control:
                 for index, command in enumerate(commands[start : start + BATCH])
             ]
             keys = [c["correlationData"] for c in batch]
-            info = self._client.publish(
-                dynsec.CONTROL_TOPIC, json.dumps({"commands": batch}), qos=1
-            )
-            if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                raise BrokerUnavailable(f"{self._p.where}: publish failed ({info.rc})")
+            try:
+                self._link.publish(
+                    dynsec.CONTROL_TOPIC, json.dumps({"commands": batch}).encode(), qos=1
+                )
+            except LinkError as exc:
+                raise BrokerUnavailable(f"{self._p.where}: publish failed ({exc})") from exc
             self._wait(lambda keys=keys: all(k in self._answers for k in keys), "answer")
             with self._lock:
                 answers += [self._answers.pop(k) for k in keys]

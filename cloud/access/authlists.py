@@ -41,7 +41,7 @@ from sqlalchemy.orm import Session
 from cloud.access.models import AuthorizationList, RfidCard
 from cloud.configuration.publisher import MqttPublisher
 from cloud.db import utcnow
-from cloud.devicelink.mqtt import Endpoint
+from cloud.devicelink.endpoint import Endpoint
 from cloud.devices.models import Device
 from cloud.identity.grants import AccessLevel, ChargerAccess
 from cloud.identity.models import Role, User

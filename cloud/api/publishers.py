@@ -13,7 +13,7 @@ from cloud.commands.publisher import EXTENSION as COMMANDS
 from cloud.commands.publisher import CommandPublisher, MqttCommandPublisher
 from cloud.configuration.publisher import EXTENSION as DESIRED
 from cloud.configuration.publisher import DesiredPublisher, MqttPublisher
-from cloud.devicelink.mqtt import service_endpoint
+from cloud.devicelink.endpoint import service_endpoint
 from cloud.settings import Settings
 
 

@@ -23,7 +23,6 @@ those a broker outage kept from being published (``authorization.sweep``).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import logging
 import queue
@@ -32,7 +31,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from paho.mqtt.client import MQTTMessage
 from prometheus_client import Counter
 from sqlalchemy import or_, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
@@ -43,8 +41,11 @@ from cloud.commands import service as commands
 from cloud.commands.publisher import ConnectionCommandPublisher
 from cloud.db import Database, utcnow
 from cloud.devicelink import metrics
-from cloud.devicelink.mqtt import Endpoint, ServiceConnection, shared
+from cloud.devicelink.endpoint import Endpoint, shared
+from cloud.devicelink.errors import LinkError
 from cloud.devicelink.rejects import Rejected, RejectLog
+from cloud.devicelink.subscriptions import Message
+from cloud.devicelink.threaded import ThreadedLink
 from cloud.devices.models import Device
 from cloud.identity.grants import ChargerAccess
 from firmware.core import contract
@@ -73,24 +74,10 @@ DB_RETRIES = Counter(
 )
 
 
-class _Connection(ServiceConnection):
-    """The service connection, counting CONNACKs: packet ids are only valid on the connection
-    that delivered them, so an ack for an older one is dropped (the broker redelivers)."""
-
-    generation = 0
-
-    def _connected(
-        self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any
-    ) -> None:
-        if not reason.is_failure:
-            self.generation += 1
-        super()._connected(client, userdata, flags, reason, properties)
-
-
 class ConnectionAuthListPublisher:
     """Publishes local authorization lists (retained, contract 4.9) on the worker's connection."""
 
-    def __init__(self, connection: ServiceConnection, timeout: float = 5.0) -> None:
+    def __init__(self, connection: ThreadedLink, timeout: float = 5.0) -> None:
         self.connection = connection
         self.timeout = timeout
 
@@ -100,21 +87,11 @@ class ConnectionAuthListPublisher:
             return False
         try:
             topic = contract.topic(device_id, contract.AUTH_LIST)
-            info = self.connection.publish(topic, payload, qos=1, retain=True)
-            info.wait_for_publish(self.timeout)
-            return bool(info.is_published())
-        except (RuntimeError, ValueError, OSError) as exc:
+            self.connection.publish(topic, payload, qos=1, retain=True, timeout=self.timeout)
+            return True
+        except LinkError as exc:
             log.warning("authorization list of %s not sent: %s", device_id, exc)
             return False
-
-
-@dataclasses.dataclass(frozen=True)
-class _Delivery:
-    generation: int
-    mid: int
-    qos: int
-    topic: str
-    payload: bytes
 
 
 class ChargingWorker:
@@ -144,16 +121,15 @@ class ChargingWorker:
         self.rejects = RejectLog(data_dir / "rejected.jsonl")
         topic = shared(contract.topic_filter(contract.EVENTS), GROUP, shared_subscriptions)
         # Persistent session and manual acks: what is not committed is delivered again.
-        self.connection = _Connection(
-            endpoint, client_id, [(topic, 1)], self._on_message, manual_ack=True
-        )
+        self.connection = ThreadedLink(endpoint, client_id, clean_session=False, manual_ack=True)
+        self.connection.subscribe(topic, self._on_message)
         self.command_publisher = ConnectionCommandPublisher(self.connection)
         self.auth_list_publisher = ConnectionAuthListPublisher(self.connection)
         self.applied = 0  # charging events committed
         self.ignored = 0  # other events
         self.db_retries = 0  # database errors survived
         self.conflicts = 0  # concurrent changes resolved by applying again
-        self._inbox: queue.Queue[_Delivery | None] = queue.Queue(maxsize=1000)
+        self._inbox: queue.Queue[Message | None] = queue.Queue(maxsize=1000)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._windows_checked_at: dt.datetime | None = None
@@ -181,19 +157,12 @@ class ChargingWorker:
         self.connection.stop()
         self.rejects.close()
 
-    def _on_message(self, message: MQTTMessage) -> None:
-        # paho's network thread: hand over and return, so that keepalives keep flowing while
-        # a slow database is retried. A full inbox blocks here: back-pressure on the broker.
-        delivery = _Delivery(
-            self.connection.generation,
-            message.mid,
-            message.qos,
-            message.topic,
-            bytes(message.payload),
-        )
+    def _on_message(self, message: Message) -> None:
+        # The link's thread: hand over and return, so that keepalives keep flowing while a
+        # slow database is retried. A full inbox blocks here: back-pressure on the broker.
         while not self._stop.is_set():
             try:
-                self._inbox.put(delivery, timeout=0.5)
+                self._inbox.put(message, timeout=0.5)
                 return
             except queue.Full:
                 continue
@@ -212,8 +181,8 @@ class ChargingWorker:
                 outcome = "rejected"
             if outcome == "abandoned":
                 continue  # stopping: not acknowledged, the broker delivers it again
-            if delivery.qos and delivery.generation == self.connection.generation:
-                self.connection.ack(delivery.mid, delivery.qos)
+            # Dropped by the link if it came on an earlier connection: the broker redelivers.
+            self.connection.ack(delivery)
 
     # -- one message -----------------------------------------------------------------------------
     def handle(self, topic: str, payload: bytes, now: dt.datetime | None = None) -> str:

@@ -73,7 +73,7 @@ def ingest(client_id: str | None, metrics_port: int | None, shared: bool | None)
     workers split the load; on the embedded broker, which cannot share, run one.
     """
     from cloud.db import Database
-    from cloud.devicelink.mqtt import service_endpoint
+    from cloud.devicelink.endpoint import service_endpoint
     from cloud.ingest.families import FamilyDirectory
     from cloud.ingest.worker import IngestWorker
     from cloud.telemetry.store import open_store
@@ -101,7 +101,7 @@ def ingest(client_id: str | None, metrics_port: int | None, shared: bool | None)
 def status(client_id: str | None, metrics_port: int | None) -> None:
     """Keep each device's online/offline state and last-seen time from its status topic."""
     from cloud.db import Database
-    from cloud.devicelink.mqtt import service_endpoint
+    from cloud.devicelink.endpoint import service_endpoint
     from cloud.devices.status_worker import StatusWorker
 
     settings = load_settings()
@@ -142,7 +142,7 @@ def config(
 
     from cloud.configuration.worker import ConfigWorker
     from cloud.db import Database
-    from cloud.devicelink.mqtt import service_endpoint
+    from cloud.devicelink.endpoint import service_endpoint
 
     settings = load_settings()
     config_worker = ConfigWorker(
@@ -174,7 +174,7 @@ def charging(client_id: str | None, metrics_port: int | None) -> None:
 
     from cloud.charging.worker import ChargingWorker
     from cloud.db import Database
-    from cloud.devicelink.mqtt import service_endpoint
+    from cloud.devicelink.endpoint import service_endpoint
 
     settings = load_settings()
     charging_worker = ChargingWorker(
@@ -199,7 +199,8 @@ def forget(client_id: str) -> None:
 
     Until then the broker keeps that worker's share of a shared subscription for it.
     """
-    from cloud.devicelink.mqtt import end_session, service_endpoint
+    from cloud.devicelink.endpoint import service_endpoint
+    from cloud.devicelink.threaded import end_session
 
     end_session(service_endpoint(load_settings()), client_id)
     click.echo(f"session {client_id} ended")
@@ -221,7 +222,7 @@ def ocpp(
     """
     from cloud.db import Database
     from cloud.devicelink.accounts import bridge_password
-    from cloud.devicelink.mqtt import Endpoint
+    from cloud.devicelink.endpoint import Endpoint
     from cloud.ocpp.worker import OcppWorker
 
     settings = load_settings()

@@ -16,16 +16,16 @@ import logging
 import threading
 from pathlib import Path
 
-from paho.mqtt.client import MQTTMessage
-
 from cloud.commands import service as commands
 from cloud.commands.publisher import ConnectionCommandPublisher
 from cloud.configuration import service
 from cloud.configuration.models import DeviceConfiguration
 from cloud.configuration.publisher import ConnectionPublisher
 from cloud.db import Database
-from cloud.devicelink.mqtt import Endpoint, ServiceConnection, shared
+from cloud.devicelink.endpoint import Endpoint, shared
 from cloud.devicelink.rejects import Rejected, RejectLog
+from cloud.devicelink.subscriptions import Message
+from cloud.devicelink.threaded import ThreadedLink
 from firmware.core import contract
 
 log = logging.getLogger(__name__)
@@ -57,16 +57,15 @@ class ConfigWorker:
         self.sweep_interval = sweep_interval
         self.max_payload_bytes = max_payload_bytes
         self.rejects = RejectLog(data_dir / "rejected.jsonl")
-        subscriptions = [
-            (shared(contract.topic_filter(channel), GROUP, shared_subscriptions), 1)
-            for channel in (contract.CONFIG_REPORTED, contract.CMD_RESULT)
-        ]
-        self.connection = ServiceConnection(endpoint, client_id, subscriptions, self._on_message)
+        self.connection = ThreadedLink(endpoint, client_id, clean_session=False)
+        for channel in (contract.CONFIG_REPORTED, contract.CMD_RESULT):
+            topic_filter = shared(contract.topic_filter(channel), GROUP, shared_subscriptions)
+            self.connection.subscribe(topic_filter, self._on_message)
         self.publisher = ConnectionPublisher(self.connection)
         self.command_publisher = ConnectionCommandPublisher(self.connection)
         self.reports = 0
         self.results = 0
-        # One message at a time per worker: paho's thread and the sweep both write changes.
+        # One message at a time per worker: the link's thread and the sweep both write changes.
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
@@ -139,8 +138,8 @@ class ConfigWorker:
                 service.mark_sent(session, sent)
         return sent
 
-    def _on_message(self, message: MQTTMessage) -> None:
-        payload = bytes(message.payload)
+    def _on_message(self, message: Message) -> None:
+        payload = message.payload
         if not payload:
             return  # a retained report being cleared (the device was deleted)
         try:

@@ -1,12 +1,19 @@
-"""The cloud's side of the MQTT link: service connections to the broker.
+"""The cloud's MQTT transport, and nothing else: one client library for every cloud service.
+
+``client.Link`` (gmqtt on asyncio) with its ``subscriptions`` registry; ``threaded`` for
+threaded callers (``ThreadedLink``, ``publish_batch``, ``end_session``); ``publisher`` under the
+domain publishers; ``endpoint`` (where and as whom), ``errors`` (``LinkError`` and its tree),
+``accounts`` (the service accounts' secrets), ``rejects`` and ``metrics`` (what every worker
+shares). ``wire`` holds the gmqtt internals the client relies on. No domain imports.
 
 Exceptions::
 
-    DeviceLinkError            base of this package (nothing raises it yet: a lost connection
-                               is the client's to retry, a rejected message goes to the reject
-                               log)
+    LinkError
+     +-- CredentialsRefusedError  the broker refused the account (CONNACK 4 or 5)
+     +-- NotConnectedError        no connection to the broker right now
+     +-- LinkTimeoutError         the broker did not answer in time
 """
 
+from cloud.devicelink.errors import LinkError
 
-class DeviceLinkError(Exception):
-    """Base of the devicelink package's errors."""
+__all__ = ["LinkError"]

@@ -7,13 +7,14 @@ import threading
 import time
 from pathlib import Path
 
-from paho.mqtt.client import MQTTMessage
 from sqlalchemy import func, select
 
 from cloud.db import Database, utcnow
+from cloud.devicelink.endpoint import Endpoint, shared
 from cloud.devicelink.metrics import RECEIVED
-from cloud.devicelink.mqtt import Endpoint, ServiceConnection, shared
 from cloud.devicelink.rejects import Rejected, RejectLog
+from cloud.devicelink.subscriptions import Message
+from cloud.devicelink.threaded import ThreadedLink
 from cloud.devices.models import Device, DeviceStatus
 from cloud.devices.status import DEVICES_ONLINE, StatusDecoder, StatusUpdate
 from firmware.core import contract
@@ -38,7 +39,9 @@ class StatusWorker:
         self.decoder = StatusDecoder(max_payload_bytes, max_skew_ms)
         self.rejects = RejectLog(data_dir / "rejected.jsonl")
         topic = shared(contract.topic("+", contract.STATUS), "status", shared_subscriptions)
-        self.connection = ServiceConnection(endpoint, client_id, [(topic, 1)], self._on_message)
+        # A persistent session: status changes while the worker restarts are queued for it.
+        self.connection = ThreadedLink(endpoint, client_id, clean_session=False)
+        self.connection.subscribe(topic, self._on_message)
         self.updates = 0
         self._lock = threading.Lock()
 
@@ -52,11 +55,11 @@ class StatusWorker:
         self.connection.stop()
         self.rejects.close()
 
-    def _on_message(self, message: MQTTMessage) -> None:
+    def _on_message(self, message: Message) -> None:
         RECEIVED.labels(contract.STATUS).inc()
         if not message.payload:
             return  # a retained status being cleared: nothing to record
-        payload = bytes(message.payload)
+        payload = message.payload
         result = self.decoder.status(message.topic, payload, int(time.time() * 1000))
         if isinstance(result, Rejected):
             self.rejects.reject(contract.STATUS, message.topic, payload, result)

@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from cloud.devicelink.mqtt import Endpoint, shared
+from cloud.devicelink.endpoint import Endpoint, shared
 from cloud.devicelink.rejects import Rejected, RejectLog
 from cloud.ingest import metrics
 from cloud.ingest.core import Decoder

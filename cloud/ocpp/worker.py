@@ -19,7 +19,7 @@ from typing import Any
 import ocpp.messages
 
 from cloud.db import Database
-from cloud.devicelink.mqtt import Endpoint
+from cloud.devicelink.endpoint import Endpoint
 from cloud.identity.passwords import SecretHasher
 from cloud.ocpp.certificates import CsrSigner
 from cloud.ocpp.context import SessionContext

@@ -24,7 +24,7 @@ from cloud.charging.models import ChargingSession, SessionSource, SessionState
 from cloud.charging.worker import ChargingWorker
 from cloud.commands.models import CommandState, DeviceCommand
 from cloud.db import Database, get_database, utcnow
-from cloud.devicelink.mqtt import Endpoint
+from cloud.devicelink.endpoint import Endpoint
 from cloud.devices.models import Device
 from cloud.identity.principal import Principal
 from firmware.core import contract

@@ -17,7 +17,7 @@ import pytest
 from cloud.configuration.publisher import MqttPublisher
 from cloud.configuration.worker import ConfigWorker
 from cloud.db import utcnow
-from cloud.devicelink.mqtt import Endpoint
+from cloud.devicelink.endpoint import Endpoint
 from firmware.core import contract
 from tests.configuration.device_sim import SimulatedDevice
 from tests.helpers import Client

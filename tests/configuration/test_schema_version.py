@@ -14,7 +14,8 @@ from flask import Flask
 
 import parameters
 from cloud.db import get_database
-from cloud.devicelink.mqtt import Endpoint, end_session
+from cloud.devicelink.endpoint import Endpoint
+from cloud.devicelink.threaded import end_session
 from cloud.devices.status import StatusUpdate
 from cloud.devices.status_worker import StatusWorker
 from tests.configuration.device_sim import SimulatedDevice

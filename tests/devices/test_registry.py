@@ -9,7 +9,7 @@ import pytest
 from flask import Flask
 
 from cloud.configuration.publisher import EXTENSION, MqttPublisher
-from cloud.devicelink.mqtt import Endpoint
+from cloud.devicelink.endpoint import Endpoint
 from tests.helpers import Client, Tenant
 from tests.link import app_settings
 from tests.services.amqtt_broker import free_port

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from cloud.db import get_database
-from cloud.devicelink.mqtt import Endpoint, end_session
+from cloud.devicelink.endpoint import Endpoint
+from cloud.devicelink.threaded import end_session
 from cloud.ingest import metrics
 from cloud.ingest.families import FamilyDirectory
 from cloud.ingest.worker import IngestWorker

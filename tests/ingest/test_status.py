@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cloud.db import get_database
-from cloud.devicelink.mqtt import end_session
+from cloud.devicelink.threaded import end_session
 from cloud.devices.status_worker import StatusWorker
 from firmware.core import contract
 from tests.helpers import Client

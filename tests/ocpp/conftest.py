@@ -21,7 +21,8 @@ from cloud.configuration.publisher import MqttPublisher
 from cloud.configuration.worker import ConfigWorker
 from cloud.db import get_database
 from cloud.devicelink.accounts import bridge_password
-from cloud.devicelink.mqtt import Endpoint, end_session
+from cloud.devicelink.endpoint import Endpoint
+from cloud.devicelink.threaded import end_session
 from cloud.devices.status_worker import StatusWorker
 from cloud.ingest.families import FamilyDirectory
 from cloud.ingest.worker import IngestWorker
