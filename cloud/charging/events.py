@@ -1,5 +1,6 @@
-"""Charging events at the edge: the ``data`` of ``charging.started``, ``charging.stopped`` and
-``authorization.refused`` (docs/device-contract.md 14) parsed into frozen values. I/O-free.
+"""Charging events at the edge: the ``data`` of ``charging.started``, ``charging.meter_start``,
+``charging.stopped`` and ``authorization.refused`` (docs/device-contract.md 14) parsed into
+frozen values. I/O-free.
 
 ``data`` is an open map in the contract codec (4.3), so its fields are checked here: a value
 of the wrong type or size raises :class:`MalformedEventError` naming ``data.<field>``; a field
@@ -17,9 +18,10 @@ from cloud.charging import ChargingError
 from firmware.core import contract
 
 STARTED = "charging.started"
+METER_START = "charging.meter_start"
 STOPPED = "charging.stopped"
 REFUSED = "authorization.refused"
-CHARGING_EVENTS = frozenset({STARTED, STOPPED, REFUSED})
+CHARGING_EVENTS = frozenset({STARTED, METER_START, STOPPED, REFUSED})
 MAX_TEXT = 64  # session ids and id tags (contract 14; the columns' size)
 
 
@@ -43,6 +45,16 @@ class Started:
 
 
 @dataclasses.dataclass(frozen=True)
+class MeterStart:
+    """``charging.meter_start`` data: the first meter value of a session whose start had
+    none."""
+
+    session: str
+    connector: int | None
+    meter_start_wh: float
+
+
+@dataclasses.dataclass(frozen=True)
 class Stopped:
     """``charging.stopped`` data."""
 
@@ -54,6 +66,7 @@ class Stopped:
     duration_s: int | None
     reason: str | None
     ocpp_reason: str | None
+    meter_start_wh: float | None = None  # what the charger took as the start, if it says
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +109,7 @@ def _connector(data: Mapping[str, Any]) -> int | None:
     return value
 
 
-def parse_event(event: contract.Event) -> Started | Stopped | Refused | None:
+def parse_event(event: contract.Event) -> Started | MeterStart | Stopped | Refused | None:
     """The charging content of an event; None for events of other types."""
     data: Mapping[str, Any] = event.data or {}
     if event.type == STARTED:
@@ -105,6 +118,13 @@ def parse_event(event: contract.Event) -> Started | Stopped | Refused | None:
             _connector(data),
             _text(data, "id_tag"),
             _number(data, "meter_start_wh"),
+        )
+    if event.type == METER_START:
+        meter_start = _number(data, "meter_start_wh")
+        if meter_start is None:
+            raise MalformedEventError("data.meter_start_wh", "missing")
+        return MeterStart(
+            _text(data, "session", required=True) or "", _connector(data), meter_start
         )
     if event.type == STOPPED:
         duration = _number(data, "duration_s")
@@ -117,6 +137,7 @@ def parse_event(event: contract.Event) -> Started | Stopped | Refused | None:
             None if duration is None else round(duration),
             _text(data, "reason"),
             _text(data, "ocpp_reason"),
+            _number(data, "meter_start_wh"),
         )
     if event.type == REFUSED:
         return Refused(

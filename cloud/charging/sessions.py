@@ -13,6 +13,12 @@
   (``cloud.charging.reasons``), the tariff in force (device, else site, else organization) and
   the cost (``cloud.charging.tariffs``). A stop that arrives before its start (an offline
   replay) still makes one complete record; the late start then only adds what was missing.
+* ``charging.meter_start`` fills the start of a running session whose ``charging.started``
+  carried no meter value (OCPP 2.0.1 E01-E02): the first meter value of the session is its
+  start (J02). The record is where that first value is kept, so it is filled only while
+  empty: a redelivery, or a later value from a bridge that forgot the session, changes
+  nothing. A stop finds the start in the record, else takes the stop's ``meter_start_wh``;
+  only when neither knows one is the start taken as the stop (energy 0).
 * ``authorization.refused`` records a REFUSED attempt, keyed ``refused:{ts}:{seq}`` (the
   contract's de-duplication key of events, 7) so that a redelivery is recorded once.
 
@@ -52,6 +58,7 @@ from cloud.billing import tariffs
 from cloud.billing.models import Tariff
 from cloud.charging import ChargingError, reasons
 from cloud.charging.events import (
+    MeterStart,
     Refused,
     Started,
     Stopped,
@@ -272,6 +279,9 @@ def apply_event(
     if isinstance(parsed, Stopped):
         _stopped(session, device, parsed, at, late)
         return []
+    if isinstance(parsed, MeterStart):
+        _meter_start(session, device, parsed)
+        return []
     _refused(session, device, parsed, event, at, late)
     return []
 
@@ -351,6 +361,22 @@ def _started(
     return effects
 
 
+def _meter_start(session: Session, device: Device, meter_start: MeterStart) -> None:
+    """Fill the missing start of a running session with its first meter value: once, by a
+    conditional UPDATE, so a redelivered or later value changes nothing."""
+    session.execute(
+        update(ChargingSession)
+        .where(
+            ChargingSession.device_id == device.id,
+            ChargingSession.charger_session_id == meter_start.session,
+            ChargingSession.state == SessionState.ACTIVE,
+            ChargingSession.meter_start_wh.is_(None),
+        )
+        .values(meter_start_wh=meter_start.meter_start_wh)
+        .execution_options(synchronize_session=False)
+    )
+
+
 def _stopped(
     session: Session, device: Device, stopped: Stopped, at: dt.datetime, late: bool
 ) -> None:
@@ -374,6 +400,8 @@ def _stopped(
         else int((at - started_at).total_seconds())
     )
     meter_start = base.meter_start_wh if base is not None else None
+    if meter_start is None:
+        meter_start = stopped.meter_start_wh  # the first value the charger saw (contract 14)
     energy = stopped.energy_wh
     if energy is None:
         known = meter_start is not None and stopped.meter_stop_wh is not None

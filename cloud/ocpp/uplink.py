@@ -12,7 +12,8 @@ names (the family's ``connector_status`` enum holds both versions' values).
 Sessions follow the contract's section 14: ``charging.started``/``charging.stopped`` carry the
 transaction id as ``session``, the meter at the start, the duration, and the stop ``reason`` in
 the contract's words (``stop_reason``: the bridge translates OCPP's, the cloud knows only the
-contract's) with the OCPP one as ``ocpp_reason``.
+contract's) with the OCPP one as ``ocpp_reason``. A start without a meter value takes the first
+energy register sampled in the transaction, reported as ``charging.meter_start``.
 """
 
 from __future__ import annotations
@@ -74,6 +75,10 @@ class Transaction:
     meter_start_wh: float | None = None
     id_tag: str | None = None
     evse: int | None = None
+    # The start event carried no meter value (2.0.1 E01-E02 allow it): the first energy
+    # register sampled in the transaction (J02) is its start. Only a transaction the bridge
+    # saw start waits so; of one learnt later, the bridge cannot tell the first value.
+    awaiting_meter_start: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,11 +177,34 @@ class Uplink:
         for reading in self.meters.readings(meter_values):
             self.dropped += len(reading.dropped)
             values = dict(reading.values)
+            first = None
             if transaction is not None:
+                first = self._first_meter_value(reading, transaction)
                 values.update(self._session_values(reading, transaction))
             if values:
                 out.append(self.telemetry(reading.ts, values))
+            if first is not None:
+                out.append(first)
         return out
+
+    def _first_meter_value(self, reading: Reading, transaction: Transaction) -> Publish | None:
+        """``charging.meter_start`` when this reading holds the first energy register of a
+        transaction whose start had none (OCPP 2.0.1 J02, E01-E02; contract 14). The start
+        is kept in the cloud's record of the session, which fills a missing start once: the
+        bridge forgets its transactions when the charger reconnects, the record does not."""
+        energy = reading.values.get("energy_wh")
+        if not transaction.awaiting_meter_start or energy is None:
+            return None
+        transaction.awaiting_meter_start = False
+        transaction.meter_start_wh = energy
+        data = {
+            "session": transaction.id,
+            "transaction_id": transaction.id,
+            "connector": transaction.connector,
+            "evse": transaction.evse,
+            "meter_start_wh": energy,
+        }
+        return self.event("charging.meter_start", data, ts=reading.ts)
 
     @staticmethod
     def _session_values(reading: Reading, transaction: Transaction) -> dict[str, float]:

@@ -347,6 +347,57 @@ def test_stop_without_energy_is_derived_from_the_registers(records: Records) -> 
     assert done.cost_cents is None and done.tariff_id is None  # no tariff: no cost
 
 
+def test_a_start_without_a_meter_value_takes_the_first_one(records: Records) -> None:
+    # Issue 13 on the contract's events: charging.started without meter_start_wh, then the
+    # first meter value (charging.meter_start, sent twice, then a later value), then a stop
+    # with its register only.
+    device = records.device()
+    records.tariff("0.2500")
+    sid = charger_id()
+    records.apply(device, event("charging.started", {"session": sid, "connector": 1}))
+    assert records.session(device, sid).meter_start_wh is None
+    first = event("charging.meter_start", {"session": sid, "connector": 1, "meter_start_wh": 2500})
+    for ev in (first, first):
+        assert records.apply(device, ev) == []
+    later = {"session": sid, "connector": 1, "meter_start_wh": 3000}
+    records.apply(device, event("charging.meter_start", later))
+    assert records.session(device, sid).meter_start_wh == 2500.0
+    stop = {"session": sid, "connector": 1, "meter_stop_wh": 4000.0, "reason": "local"}
+    records.apply(device, event("charging.stopped", stop))
+    done = records.session(device, sid)
+    assert (done.meter_start_wh, done.meter_stop_wh, done.energy_wh, done.cost_cents) == (
+        2500.0,
+        4000.0,
+        1500.0,
+        38,  # 1.5 kWh at 0.25: 37.5 cents, rounded to whole cents
+    )
+    # After the stop, a late first value changes nothing either.
+    records.apply(device, event("charging.meter_start", {"session": sid, "meter_start_wh": 1}))
+    assert records.session(device, sid).meter_start_wh == 2500.0
+
+
+def test_a_stop_brings_the_start_the_record_lacks(records: Records) -> None:
+    # The first value reached the cloud only in the stop (its charging.meter_start came
+    # after the stop, or never): the record takes it from there, and keeps its own otherwise.
+    device = records.device()
+    sid, other = charger_id(), charger_id()
+    records.apply(device, event("charging.started", {"session": sid, "connector": 1}))
+    stop = {"session": sid, "meter_start_wh": 2500.0, "meter_stop_wh": 4000.0, "reason": "local"}
+    records.apply(device, event("charging.stopped", stop))
+    done = records.session(device, sid)
+    assert (done.meter_start_wh, done.energy_wh) == (2500.0, 1500.0)
+    records.apply(device, event("charging.started", started(other, meter=2000.0)))
+    records.apply(device, event("charging.stopped", {**stop, "session": other}))
+    kept = records.session(device, other)
+    assert (kept.meter_start_wh, kept.energy_wh) == (2000.0, 2000.0)
+
+
+def test_a_meter_start_needs_its_value(records: Records) -> None:
+    with pytest.raises(events.MalformedEventError) as caught:
+        records.apply(records.device(), event("charging.meter_start", {"session": "s-1"}))
+    assert caught.value.field == "data.meter_start_wh"
+
+
 def test_the_bridge_passes_the_ocpp_reason_along(records: Records) -> None:
     device = records.device()
     sid = charger_id()

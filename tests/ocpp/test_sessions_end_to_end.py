@@ -582,3 +582,121 @@ def test_concurrent_stops_leave_exactly_one_stop_on_ocpp16(
             assert [s["state"] for s in await charger.sessions()] == ["completed"]
 
     asyncio.run(scenario())
+
+
+# Issue 13: a Started event without a meter value (OCPP 2.0.1 E01-E02 allow it); the first
+# Energy.Active.Import.Register sampled in the transaction (J02) is its start.
+def _event201(kind: str, seq: int, at: float, wh: float | None, **info: Any) -> Any:
+    return call201.TransactionEvent(
+        event_type=kind,
+        timestamp=now(at),
+        trigger_reason={"Started": "CablePluggedIn", "Updated": "MeterValuePeriodic"}.get(
+            kind, "EVCommunicationLost"
+        ),
+        seq_no=seq,
+        transaction_info=info,
+        evse={"id": 1, "connector_id": 1} if kind == "Started" else None,
+        meter_value=None if wh is None else [energy(wh, at)],
+    )
+
+
+def test_a_start_without_a_meter_value_takes_the_first_one_on_ocpp201(
+    platform: Rig, station: Callable[[], Station]
+) -> None:
+    charger = station()
+
+    async def scenario() -> None:
+        async with charger.connect("2.0.1") as cp:
+            await charger.boot(cp, "2.0.1")
+            await cp.call(
+                _event201("Started", 0, -120, None, transaction_id="tx-13"), suppress=False
+            )
+            await cp.call(
+                _event201("Updated", 1, -60, 2_500, transaction_id="tx-13"), suppress=False
+            )
+            await cp.call(
+                _event201("Ended", 2, 0, 4_000, transaction_id="tx-13", stopped_reason="Local"),
+                suppress=False,
+            )
+            record = await charger.completed("tx-13")
+            assert (record["meter_start_wh"], record["meter_stop_wh"]) == (2_500.0, 4_000.0)
+            priced(record, platform, 1_500.0, "local")
+
+    asyncio.run(scenario())
+
+
+def test_the_first_meter_value_outlives_a_reconnect_on_ocpp201(
+    platform: Rig, station: Callable[[], Station]
+) -> None:
+    """The bridge forgets the transaction when the station reconnects (to it or to another
+    instance); the first value is kept in the session's record, not in the bridge."""
+    charger = station()
+
+    async def scenario() -> None:
+        async with charger.connect("2.0.1") as cp:
+            await charger.boot(cp, "2.0.1")
+            await cp.call(
+                _event201("Started", 0, -120, None, transaction_id="tx-13b"), suppress=False
+            )
+            await cp.call(
+                _event201("Updated", 1, -90, 2_500, transaction_id="tx-13b"), suppress=False
+            )
+        await eventually(lambda: not platform.online(charger.id), "offline")
+        async with charger.connect("2.0.1") as cp:
+            await charger.boot(cp, "2.0.1")
+            await cp.call(
+                _event201("Updated", 2, -60, 3_000, transaction_id="tx-13b"), suppress=False
+            )
+            await cp.call(
+                _event201("Ended", 3, 0, 4_000, transaction_id="tx-13b", stopped_reason="Local"),
+                suppress=False,
+            )
+            record = await charger.completed("tx-13b")
+            assert (record["meter_start_wh"], record["meter_stop_wh"]) == (2_500.0, 4_000.0)
+            priced(record, platform, 1_500.0, "local")
+
+    asyncio.run(scenario())
+
+
+def test_an_explicit_start_is_not_replaced_by_the_first_meter_value_on_ocpp16(
+    platform: Rig, station: Callable[[], Station]
+) -> None:
+    """1.6 StartTransaction always carries meterStart: that is the start, whatever the
+    MeterValues after it say."""
+    charger = station()
+    owner, _ = platform.owner_of(charger.id)
+    card = platform.card(owner["id"])
+
+    async def scenario() -> None:
+        async with charger.connect("1.6") as cp:
+            await charger.boot(cp, "1.6")
+            started = await cp.call(
+                call16.StartTransaction(
+                    connector_id=1, id_tag=card["uid"], meter_start=1_000, timestamp=now(-120)
+                ),
+                suppress=False,
+            )
+            await cp.call(
+                call16.MeterValues(
+                    connector_id=1,
+                    transaction_id=started.transaction_id,
+                    meter_value=[
+                        {"timestamp": now(-60), "sampledValue": [{"value": "2500"}]},
+                    ],
+                ),
+                suppress=False,
+            )
+            await cp.call(
+                call16.StopTransaction(
+                    meter_stop=4_000,
+                    timestamp=now(),
+                    transaction_id=started.transaction_id,
+                    reason="Local",
+                ),
+                suppress=False,
+            )
+            record = await charger.completed(str(started.transaction_id))
+            assert (record["meter_start_wh"], record["meter_stop_wh"]) == (1_000.0, 4_000.0)
+            priced(record, platform, 3_000.0, "local")
+
+    asyncio.run(scenario())

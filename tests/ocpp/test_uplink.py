@@ -169,6 +169,89 @@ def test_a_201_start_without_authorization_has_no_id_tag() -> None:
     assert "id_tag" not in started and started["session"] == "tx-1"
 
 
+def _transaction_event(kind: str, seq: int, minute: int, wh: float | None) -> dict[str, Any]:
+    at = f"2026-09-21T10:{minute:02d}:00Z"
+    payload: dict[str, Any] = {
+        "event_type": kind,
+        "timestamp": at,
+        "trigger_reason": "CablePluggedIn",
+        "seq_no": seq,
+        "transaction_info": {"transaction_id": "tx-13"},
+        "evse": {"id": 1, "connector_id": 1},
+    }
+    if wh is not None:
+        payload["meter_value"] = [{"timestamp": at, "sampled_value": [{"value": wh}]}]
+    return payload
+
+
+def _types(published: list[Any]) -> list[str]:
+    return [json.loads(m.payload)["type"] for m in published if m.channel == contract.EVENTS]
+
+
+def test_a_201_start_without_a_meter_value_takes_the_first_one() -> None:
+    # Issue 13: Started without a meter value (E01-E02), Updated 2,500 Wh, Ended 4,000 Wh.
+    translate = uplink(V201)
+    started = data_of(
+        translate.transaction_event(_transaction_event("Started", 0, 0, None)), "charging.started"
+    )
+    assert "meter_start_wh" not in started
+    updated = translate.transaction_event(_transaction_event("Updated", 1, 10, 2_500))
+    assert data_of(updated, "charging.meter_start") == {
+        "session": "tx-13",
+        "transaction_id": "tx-13",
+        "connector": 1,
+        "evse": 1,
+        "meter_start_wh": 2_500.0,
+    }
+    [sample] = [m for m in updated if m.channel == contract.TELEMETRY]
+    assert json.loads(sample.payload)["values"]["session_energy_wh"] == 0.0
+    # Only the first value is the start: the next ones report no start again.
+    later = translate.transaction_event(_transaction_event("Updated", 2, 20, 3_000))
+    assert "charging.meter_start" not in _types(later)
+    ended = translate.transaction_event(_transaction_event("Ended", 3, 30, 4_000))
+    stopped = data_of(ended, "charging.stopped")
+    assert (stopped["meter_start_wh"], stopped["meter_stop_wh"], stopped["energy_wh"]) == (
+        2_500.0,
+        4_000.0,
+        1_500.0,
+    )
+
+
+def test_a_start_with_a_meter_value_or_unseen_is_not_replaced_by_a_later_one() -> None:
+    # A meter value in the Started event is the start (E01); no charging.meter_start follows.
+    translate = uplink(V201)
+    translate.transaction_event(_transaction_event("Started", 0, 0, 1_000))
+    assert "charging.meter_start" not in _types(
+        translate.transaction_event(_transaction_event("Updated", 1, 10, 2_500))
+    )
+    # 1.6: StartTransaction always carries meterStart.
+    translate16 = uplink(V16)
+    number, _ = translate16.start_transaction(
+        {
+            "connector_id": 1,
+            "id_tag": "C",
+            "meter_start": 1_000,
+            "timestamp": "2026-09-21T10:00:00Z",
+        }
+    )
+    meter = {"timestamp": "2026-09-21T10:10:00Z", "sampled_value": [{"value": "2500"}]}
+    published = translate16.meter_values(
+        {"connector_id": 1, "transaction_id": number, "meter_value": [meter]}
+    )
+    assert "charging.meter_start" not in _types(published)
+    # A transaction the bridge did not see start (the charger reconnected): its first value
+    # here is not the transaction's first, so the bridge says nothing of the start; the
+    # cloud's record holds the one reported before.
+    unseen = uplink(V201)
+    assert "charging.meter_start" not in _types(
+        unseen.transaction_event(_transaction_event("Updated", 2, 20, 3_000))
+    )
+    stopped = data_of(
+        unseen.transaction_event(_transaction_event("Ended", 3, 30, 4_000)), "charging.stopped"
+    )
+    assert "meter_start_wh" not in stopped and "energy_wh" not in stopped
+
+
 def test_the_list_judges_tokens() -> None:
     judge = Authorizer()
     assert judge.verdict("CARD-A", 1_000).status == "Invalid"  # no list: nothing is on it

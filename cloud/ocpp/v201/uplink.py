@@ -77,6 +77,9 @@ class Uplink201(Uplink):
             readings = self.meters.readings(payload.get("meter_value") or [])
             energies = [r.values["energy_wh"] for r in readings if "energy_wh" in r.values]
             transaction.meter_start_wh = energies[0] if energies else None
+            # E01-E02: a Started event may carry no meter value; J02: the first one sampled
+            # in the transaction is then its start (``charging.meter_start``).
+            transaction.awaiting_meter_start = transaction.meter_start_wh is None
             data = {
                 "session": transaction_id,
                 "transaction_id": transaction_id,
