@@ -123,3 +123,32 @@ def test_duplicate_role_assignments_are_refused(tenant: Tenant) -> None:
     )
     assert twice.status_code == 409, twice.get_json()
     assert "roles.1.role_id" in twice.get_json()["errors"]["json"]
+
+
+def test_deleting_the_organization_of_the_last_platform_grant_is_refused(admin: Client) -> None:
+    me, platform = _me(admin), role_id(admin, "platform-admin")
+    other = Tenant.create(admin)
+    moved = admin.created(
+        f"/users/{me['id']}/role-assignments",
+        {"role_id": platform, "organization_id": other.id},
+    )
+    original = [
+        a
+        for a in admin.get(f"/users/{me['id']}/role-assignments").get_json()
+        if a["role_id"] == platform and a["id"] != moved["id"]
+    ]
+    for assignment in original:  # allowed: the same user still holds it through ``moved``
+        assert (
+            admin.delete(f"/users/{me['id']}/role-assignments/{assignment['id']}").status_code
+            == 204
+        )
+    try:
+        _refused(admin.delete(f"/organizations/{other.id}"))
+    finally:
+        for assignment in original:
+            admin.created(
+                f"/users/{me['id']}/role-assignments",
+                {"role_id": platform, "organization_id": assignment["organization_id"]},
+            )
+    assert admin.delete(f"/users/{me['id']}/role-assignments/{moved['id']}").status_code == 204
+    assert admin.delete(f"/organizations/{other.id}").status_code == 204
