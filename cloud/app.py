@@ -21,6 +21,7 @@ from cloud.db import MAX_ID, Database
 from cloud.identity.keys import SigningKey
 from cloud.identity.passwords import SecretHasher
 from cloud.identity.services import Authenticator
+from cloud.identity.throttle import LoginThrottle, ThrottlePolicy
 from cloud.identity.tokens import TokenService
 from cloud.mail.backends import EXTENSION as MAILER
 from cloud.mail.backends import open_mailer
@@ -85,8 +86,18 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     app.extensions["ampfleet.telemetry"] = open_store(settings)
     app.extensions[MAILER] = open_mailer(settings)
     app.extensions["ampfleet.tokens"] = tokens
+    throttle = LoginThrottle(
+        ThrottlePolicy(
+            max_failures=settings.login_max_failures,
+            max_failures_per_address=settings.login_max_failures_per_address,
+            max_failures_per_account=settings.login_max_failures_per_account,
+            block_seconds=settings.login_block_seconds,
+            max_block_seconds=settings.login_max_block_seconds,
+            window=settings.login_failure_window,
+        )
+    )
     app.extensions["ampfleet.authenticator"] = Authenticator(
-        hasher, tokens, settings.refresh_token_ttl
+        hasher, tokens, settings.refresh_token_ttl, throttle
     )
 
     api = Api(app)

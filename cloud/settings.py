@@ -133,6 +133,53 @@ DECLARED: tuple[Setting, ...] = (
         minimum=60,
     ),
     Setting(
+        "login_max_failures",
+        5,
+        "Failed password logins of one account from one client address before further logins "
+        "of it from there wait (429 with Retry-After).",
+        int,
+        minimum=1,
+    ),
+    Setting(
+        "login_max_failures_per_address",
+        20,
+        "Failed password logins from one client address, whatever the account, before its "
+        "logins wait.",
+        int,
+        minimum=1,
+    ),
+    Setting(
+        "login_max_failures_per_account",
+        50,
+        "Failed password logins of one account from all addresses before the addresses that "
+        "failed on it wait (an address that did not fail, its owner's, is let through).",
+        int,
+        minimum=1,
+    ),
+    Setting(
+        "login_block_seconds",
+        30,
+        "First wait after a login limit is reached, seconds; doubles with each further failure.",
+        int,
+        minimum=1,
+    ),
+    Setting(
+        "login_max_block_seconds",
+        900,
+        "Longest wait of a throttled login, seconds: a guesser is slowed, the owner never "
+        "locked out for longer.",
+        int,
+        minimum=1,
+    ),
+    Setting(
+        "login_failure_window",
+        3600,
+        "Seconds after its last failure that a login counter is forgotten (and deleted); at "
+        "least `login_max_block_seconds`.",
+        int,
+        minimum=60,
+    ),
+    Setting(
         "oidc_issuer",
         "",
         "Issuer (`iss`) of an external OpenID Connect provider "
@@ -492,6 +539,12 @@ class Settings:
     jwt_private_key_file: str
     access_token_ttl: int
     refresh_token_ttl: int
+    login_max_failures: int
+    login_max_failures_per_address: int
+    login_max_failures_per_account: int
+    login_block_seconds: int
+    login_max_block_seconds: int
+    login_failure_window: int
     oidc_issuer: str
     oidc_jwks_url: str
     oidc_audience: str
@@ -597,6 +650,10 @@ def _derive(s: Settings) -> Settings:
         host = "127.0.0.1" if s.api_host in wildcard else s.api_host
         public_url = f"{scheme}://{host}:{s.api_port}"
     public_url = public_url.rstrip("/")
+    if s.login_failure_window < s.login_max_block_seconds:
+        raise SettingsError(
+            "AMPFLEET_LOGIN_FAILURE_WINDOW: must be at least AMPFLEET_LOGIN_MAX_BLOCK_SECONDS"
+        )
     if bool(s.oidc_issuer) != bool(s.oidc_jwks_url):
         raise SettingsError("AMPFLEET_OIDC_ISSUER and AMPFLEET_OIDC_JWKS_URL go together")
     if s.ocpp_security_profile > 3:

@@ -36,7 +36,15 @@ from cloud.charging.sessions import SessionNotActiveError
 from cloud.commands import CommandError, CommandNotPermittedError, CommandRefusedError
 from cloud.configuration import ConfigurationError, UnknownFamilyError
 from cloud.devices import DevicesError
-from cloud.identity import GrantError, IdentityError, InvalidTokenError
+from cloud.identity import (
+    DuplicateAssignmentError,
+    GrantError,
+    IdentityError,
+    InvalidTokenError,
+    LastAdminError,
+    LoginThrottledError,
+    RoleFloorError,
+)
 from cloud.organizations import OrganizationsError
 from cloud.telemetry import StoreUnavailableError, TelemetryError
 from parameters import ParameterSchemaError
@@ -85,6 +93,24 @@ def _invalid_token(exc: InvalidTokenError) -> Answer:
     return Answer(401, reason, headers={"WWW-Authenticate": challenge})
 
 
+def _login_throttled(exc: LoginThrottledError) -> Answer:
+    # RFC 6585 section 4: 429 with Retry-After; the token endpoint's no-store headers too.
+    headers = {**NO_STORE, "Retry-After": str(exc.retry_after)}
+    return Answer(429, str(exc), {"error": "too_many_attempts"}, headers)
+
+
+def _duplicate_assignment(exc: DuplicateAssignmentError) -> Answer:
+    return Answer(409, str(exc), {"json": {exc.field: [exc.message]}})
+
+
+def _last_admin(exc: LastAdminError) -> Answer:
+    return Answer(409, str(exc), {"platform-admin": [str(exc)]})
+
+
+def _role_floor(exc: RoleFloorError) -> Answer:
+    return Answer(409, f"permissions: {exc}", {"json": {"permissions": [str(exc)]}})
+
+
 def _invitation(exc: InvitationError, status: int = 400) -> Answer:
     if exc.field:
         message = exc.message
@@ -131,6 +157,10 @@ def _store_unavailable(exc: StoreUnavailableError) -> Answer:
 DOMAIN_ERRORS: Mapping[type[Exception], Callable[[Any], Answer]] = {
     GrantError: _grant,
     InvalidTokenError: _invalid_token,
+    LoginThrottledError: _login_throttled,
+    DuplicateAssignmentError: _duplicate_assignment,
+    LastAdminError: _last_admin,
+    RoleFloorError: _role_floor,
     InvitationError: _invitation,
     InvitationClosedError: _invitation_closed,
     AccountError: _account,

@@ -9,7 +9,7 @@ from cloud.audit.service import record
 from cloud.cli.common import load_settings, prepare_database
 from cloud.identity.models import User
 from cloud.identity.passwords import SecretHasher
-from cloud.identity.seed import create_platform_admin
+from cloud.identity.seed import create_platform_admin, restore_platform_admin
 
 
 @click.group()
@@ -37,14 +37,35 @@ def _check_password(password: str) -> None:
 @click.option("--email", required=True, help="Login of the new platform admin.")
 @_password_option
 def create_admin(email: str, password: str) -> None:
-    """Create a platform admin (holds every permission in every organization)."""
+    """Create a platform admin (holds every permission in every organization).
+
+    An existing user who is not an active platform admin (deactivated, or its role taken away)
+    is made one again, with this password: the way back into a locked-out installation.
+    """
     _check_password(password)
     settings = load_settings()
     database = prepare_database(settings)
+    hasher = SecretHasher(settings.password_kdf)
     with database.transaction() as session:
-        if session.scalar(select(User).where(User.email == email.lower())):
-            raise click.ClickException(f"a user {email} exists already; use set-password")
-        user = create_platform_admin(session, SecretHasher(settings.password_kdf), email, password)
+        existing = session.scalar(select(User).where(User.email == email.lower()))
+        if existing is not None:
+            if not restore_platform_admin(session, existing):
+                raise click.ClickException(
+                    f"a user {email} exists already and is a platform admin; use set-password"
+                )
+            existing.password_hash = hasher.hash(password)
+            record(
+                session,
+                None,
+                "user.restore_admin",
+                "user",
+                existing.id,
+                existing.organization_id,
+                {"email": existing.email, "via": "cli"},
+            )
+            click.echo(f"user {email} is an active platform admin again, with the new password")
+            return
+        user = create_platform_admin(session, hasher, email, password)
         record(
             session,
             None,

@@ -142,3 +142,19 @@ class RefreshToken(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[dt.datetime]
     revoked_at: Mapped[dt.datetime | None]
+
+
+class LoginFailures(Base):
+    """Failed password logins counted under one key: an account from one address, an address,
+    or an account from anywhere (cloud.identity.throttle). In the database rather than in
+    process memory so that every API worker process counts the same failures; the key is a hash,
+    so neither addresses nor guessed e-mails are kept here, and rows whose failures left the
+    window are deleted, so the table does not grow without bound."""
+
+    __tablename__ = "login_failures"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 hex of kind+value
+    failures: Mapped[int]
+    last_failed_at: Mapped[dt.datetime] = mapped_column(index=True)
+    # Set once ``failures`` reaches the key's limit: no password is checked under it till then.
+    blocked_until: Mapped[dt.datetime | None]

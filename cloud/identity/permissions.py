@@ -130,3 +130,14 @@ SYSTEM_ROLES: dict[str, tuple[str, frozenset[str]]] = {
         frozenset({"devices:read", "charging:start", "charging:stop"}),
     ),
 }
+
+# What a system role must keep for its holders to go on administering: an edit of a system role
+# may remove anything else, never these (cloud.identity.rails refuses it). Without them the
+# role's holders could no longer repair their own role, and for platform-admin nobody could.
+_ADMINISTER = frozenset(
+    {"organizations:read", "users:read", "users:write", "roles:read", "roles:write"}
+)
+SYSTEM_ROLE_FLOORS: dict[str, frozenset[str]] = {
+    "platform-admin": _ADMINISTER | {PLATFORM_ADMIN},
+    "organization-admin": _ADMINISTER,
+}

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from cloud.identity.models import Permission, Role, RoleAssignment, User
 from cloud.identity.passwords import SecretHasher
 from cloud.identity.permissions import CATALOGUE, PLATFORM_ADMIN, SYSTEM_ROLES
+from cloud.identity.rails import active_platform_admins
 from cloud.organizations.models import PLATFORM_SLUG, Organization
 
 log = logging.getLogger(__name__)
@@ -73,22 +74,43 @@ def create_platform_admin(
     return user
 
 
+def restore_platform_admin(session: Session, user: User) -> bool:
+    """Make ``user`` an active holder of the platform-admin role again (recovery of a locked-out
+    installation); True when something had to change."""
+    role = _platform_admin_role(session)
+    if role is None:
+        raise RuntimeError("run sync_catalogue first")
+    changed = not user.is_active
+    user.is_active = True
+    if not any(
+        a.role_id == role.id and a.site_id is None and a.device_group_id is None
+        for a in user.assignments
+    ):
+        user.assignments.append(
+            RoleAssignment(role=role, role_id=role.id, organization_id=user.organization_id)
+        )
+        changed = True
+    session.flush()
+    return changed
+
+
 def ensure_admin(
     session: Session, hasher: SecretHasher, email: str, password: str, data_dir: Path
 ) -> str | None:
-    """Create the platform admin if no user holds platform-admin yet (first start).
+    """Make sure some active user holds platform:admin: on first start create the platform admin
+    ``email``; on an installation whose admins were all deactivated or lost the role, restore
+    the user ``email`` if it exists (active again, platform-admin again, password kept) and
+    create it if not.
 
     Returns the generated password when one had to be made (it is also written, mode 0600, to
     ``<data_dir>/initial-admin-password``), else None.
     """
-    role = _platform_admin_role(session)
-    if role is None:
-        raise RuntimeError("run sync_catalogue first")
-    if session.scalar(
-        select(RoleAssignment).where(
-            RoleAssignment.role_id == role.id, RoleAssignment.user_id.is_not(None)
-        )
-    ):
+    if active_platform_admins(session):
+        return None
+    existing = session.scalar(select(User).where(User.email == email.lower()))
+    if existing is not None:
+        restore_platform_admin(session, existing)
+        log.warning("no active platform admin: restored %s (%s)", email, PLATFORM_ADMIN)
         return None
     generated = None
     if not password:

@@ -10,9 +10,10 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from cloud.db import utcnow
-from cloud.identity import GrantError
+from cloud.identity import GrantError, RefreshReuseError
 from cloud.identity.models import ApiClient, RefreshToken, User
 from cloud.identity.passwords import SecretHasher
+from cloud.identity.throttle import LoginThrottle, ThrottlePolicy
 from cloud.identity.tokens import TokenService
 
 REFRESH_PREFIX = "rt_"
@@ -31,18 +32,41 @@ class IssuedTokens:
 class Authenticator:
     """Checks credentials and issues tokens."""
 
-    def __init__(self, hasher: SecretHasher, tokens: TokenService, refresh_ttl: int) -> None:
+    def __init__(
+        self,
+        hasher: SecretHasher,
+        tokens: TokenService,
+        refresh_ttl: int,
+        throttle: LoginThrottle | None = None,
+    ) -> None:
         self.hasher = hasher
         self.tokens = tokens
         self.refresh_ttl = refresh_ttl
+        self.throttle = throttle or LoginThrottle(ThrottlePolicy())
 
-    def password_grant(self, session: Session, email: str, password: str) -> IssuedTokens:
-        """Sign a user in with e-mail and password."""
-        user = session.scalar(select(User).where(User.email == email.strip().lower()))
+    def account(self, session: Session, email: str) -> User | None:
+        """The user an e-mail given at login names, if any."""
+        return session.scalar(select(User).where(User.email == email.strip().lower()))
+
+    def password_grant(
+        self, session: Session, email: str, password: str, address: str | None = None
+    ) -> IssuedTokens:
+        """Sign a user in with e-mail and password, from the client ``address``.
+
+        Throttled (``LoginThrottledError``) before the password is even checked when this account
+        or address failed too often; a wrong password is counted and committed at once, so that
+        the count survives the caller's rollback of the refused grant.
+        """
+        self.throttle.check(session, email, address)
+        user = self.account(session, email)
         # verify() spends the same time for unknown users, so timing does not reveal accounts.
         ok = self.hasher.verify(user.password_hash if user else None, password)
         if user is None or not ok or not user.is_active:
+            session.rollback()
+            self.throttle.failed(session, email, address)
+            session.commit()
             raise GrantError("invalid_grant", "wrong e-mail or password, or the user is disabled")
+        self.throttle.succeeded(session, email, address)
         if user.password_hash and self.hasher.needs_rehash(user.password_hash):
             user.password_hash = self.hasher.hash(password)
         user.last_login_at = utcnow()
@@ -73,9 +97,7 @@ class Authenticator:
                 .values(revoked_at=now)
             )
             session.commit()
-            raise GrantError(
-                "invalid_grant", "the refresh token was already used; its session has been revoked"
-            )
+            raise RefreshReuseError(stored.user_id, stored.family_id)
         if stored.expires_at <= now:
             raise GrantError("invalid_grant", "the refresh token has expired")
         user = session.get(User, stored.user_id)

@@ -104,3 +104,79 @@ def test_console_script_is_installed() -> None:
         [str(script), "--version"], capture_output=True, text=True, env={**os.environ}, check=False
     )
     assert result.returncode == 0 and "ampfleet" in result.stdout
+
+
+def _lock_out(how: str) -> None:
+    """Lock every platform admin out the way the API once allowed, straight in the database."""
+    from sqlalchemy import delete, select
+
+    from cloud.db import Database
+    from cloud.identity.models import RoleAssignment, User, role_permissions
+    from cloud.settings import Settings
+
+    with Database(Settings.load().database_url).transaction() as session:
+        if how == "deactivated":
+            for user in session.scalars(select(User)):
+                user.is_active = False
+        elif how == "unassigned":
+            session.execute(delete(RoleAssignment))
+        else:  # stripped: roles/1 emptied
+            session.execute(delete(role_permissions))
+
+
+def _platform_admins() -> set[str]:
+    from sqlalchemy import select
+
+    from cloud.db import Database
+    from cloud.identity.models import User
+    from cloud.identity.principal import grants_of
+    from cloud.settings import Settings
+
+    with Database(Settings.load().database_url).transaction() as session:
+        return {
+            u.email
+            for u in session.scalars(select(User))
+            if u.is_active
+            and any("platform:admin" in g.permissions for g in grants_of(u.assignments))
+        }
+
+
+@pytest.mark.parametrize("how", ["deactivated", "unassigned", "stripped"])
+def test_create_admin_recovers_an_installation_whose_admin_is_locked_out(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    monkeypatch.setenv("AMPFLEET_ADMIN_EMAIL", "root@example.test")
+    monkeypatch.setenv("AMPFLEET_ADMIN_PASSWORD", "the-first-admin-password")
+    runner = CliRunner()
+    first = runner.invoke(
+        main,
+        ["users", "set-password", "root@example.test"],
+        input="x" * 12 + "\n" + "x" * 12 + "\n",
+    )
+    assert first.exit_code == 0, first.output
+    _lock_out(how)
+    assert _platform_admins() == set()
+    made = runner.invoke(
+        main,
+        [
+            "users",
+            "create-admin",
+            "--email",
+            "other@example.test",
+            "--password",
+            "another-long-password",
+        ],
+    )
+    assert made.exit_code == 0, made.output
+    assert made.exception is None
+    assert _platform_admins() == {"root@example.test", "other@example.test"}
+
+
+def test_create_admin_restores_an_existing_user_instead_of_refusing(env: dict[str, str]) -> None:
+    runner = CliRunner()
+    args = ["users", "create-admin", "--email", "ops@example.test"]
+    assert runner.invoke(main, [*args, "--password", "a-long-enough-password"]).exit_code == 0
+    _lock_out("deactivated")  # ops and the default admin made on first start
+    restored = runner.invoke(main, [*args, "--password", "a-new-long-password"])
+    assert restored.exit_code == 0, restored.output
+    assert "ops@example.test" in _platform_admins()

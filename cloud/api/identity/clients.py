@@ -23,6 +23,7 @@ from cloud.api.scoping import get_scoped, org_clause, target_org
 from cloud.audit.service import changes, record
 from cloud.db import request_session
 from cloud.identity.models import ApiClient
+from cloud.identity.rails import check_not_duplicate
 
 clients = Blueprint(
     "clients",
@@ -68,7 +69,9 @@ class Clients(MethodView):
             )
         )
         for index, spec in enumerate(data["roles"]):
-            client.assignments.append(build_assignment(spec, org_id, f"roles.{index}"))
+            assignment = build_assignment(spec, org_id, f"roles.{index}")
+            check_not_duplicate(client.assignments, assignment, f"roles.{index}.role_id")
+            client.assignments.append(assignment)
         session = request_session()
         session.add(client)
         session.flush()

@@ -23,6 +23,7 @@ from cloud.audit.service import record
 from cloud.db import request_session
 from cloud.identity.models import Permission, Role, RoleAssignment
 from cloud.identity.permissions import CATALOGUE, PLATFORM_ADMIN
+from cloud.identity.rails import check_role_floor, keep_a_platform_admin
 
 roles = Blueprint(
     "roles", __name__, url_prefix="/roles", description="Roles: editable lists of permissions."
@@ -133,8 +134,10 @@ class RoleItem(MethodView):
         if "permissions" in data:
             if role.organization_id is not None:
                 check_delegable(data["permissions"], role.organization_id, "permissions")
+            check_role_floor(role, data["permissions"])
             before = role.permission_names
             role.permissions = _permission_rows(data["permissions"])
+            keep_a_platform_admin(request_session(), f"editing the role {role.name}")
             if before != role.permission_names:
                 details["permissions"] = [before, role.permission_names]
         if "description" in data and data["description"] != role.description:
@@ -179,6 +182,7 @@ class RoleItem(MethodView):
             {"name": role.name},
         )
         session.delete(role)
+        keep_a_platform_admin(session, f"deleting the role {role.name}")
         commit()
 
 

@@ -24,6 +24,7 @@ from cloud.audit.service import changes, record
 from cloud.db import request_session
 from cloud.identity.models import RoleAssignment, User
 from cloud.identity.passwords import SecretHasher
+from cloud.identity.rails import check_not_duplicate, keep_a_platform_admin
 
 users = Blueprint(
     "users", __name__, url_prefix="/users", description="Users and the roles they hold."
@@ -73,7 +74,9 @@ class Users(MethodView):
             password_hash=hasher().hash(password) if password else None,
         )
         for index, spec in enumerate(data["roles"]):
-            user.assignments.append(build_assignment(spec, org_id, f"roles.{index}"))
+            assignment = build_assignment(spec, org_id, f"roles.{index}")
+            check_not_duplicate(user.assignments, assignment, f"roles.{index}.role_id")
+            user.assignments.append(assignment)
         session = request_session()
         session.add(user)
         session.flush()
@@ -112,6 +115,8 @@ class UserItem(MethodView):
         if password is not None:
             user.password_hash = hasher().hash(password)
             diff["password"] = "changed"  # noqa: S105 - never the value, nor its hash
+        if "is_active" in diff:
+            keep_a_platform_admin(request_session(), f"deactivating {user.email}")
         if diff:
             record(
                 request_session(),
@@ -146,6 +151,7 @@ class UserItem(MethodView):
             {"email": user.email},
         )
         session.delete(user)
+        keep_a_platform_admin(session, f"deleting {user.email}")
         commit()
 
 
@@ -164,6 +170,7 @@ class UserAssignments(MethodView):
         """Give the user a role (in its organization, optionally narrowed)."""
         user = get_scoped(User, user_id, "users:write", "user", read="users:read")
         assignment = build_assignment(data, user.organization_id)
+        check_not_duplicate(user.assignments, assignment)
         user.assignments.append(assignment)
         session = request_session()
         session.flush()
@@ -200,4 +207,7 @@ class UserAssignmentItem(MethodView):
             describe(assignment),
         )
         user.assignments.remove(assignment)
+        keep_a_platform_admin(
+            request_session(), f"taking the role {assignment.role.name} from {user.email}"
+        )
         commit()

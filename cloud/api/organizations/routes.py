@@ -23,6 +23,7 @@ from cloud.audit.service import changes, record
 from cloud.db import request_session
 from cloud.devices.models import Device
 from cloud.identity.permissions import PLATFORM_ADMIN
+from cloud.identity.rails import keep_a_platform_admin
 from cloud.organizations.models import PLATFORM_SLUG, Organization, Site
 
 organizations = Blueprint(
@@ -130,6 +131,8 @@ class OrganizationItem(MethodView):
             {"slug": org.slug, "name": org.name},
         )
         session.delete(org)
+        # Its role assignments go with it, and one of them may be a platform admin's only grant.
+        keep_a_platform_admin(session, f"deleting the organization {org.slug}")
         commit()
 
 
