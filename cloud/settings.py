@@ -337,6 +337,18 @@ DECLARED: tuple[Setting, ...] = (
         minimum=0,
     ),
     Setting(
+        "metrics_host",
+        "",
+        "Address a worker's `/metrics` endpoint listens on. Empty: `api_host` (`127.0.0.1` "
+        "unless set; `0.0.0.0` in containers).",
+    ),
+    Setting(
+        "metrics_token",
+        "",
+        "Bearer token a scrape of a worker's `/metrics` must send "
+        "(`Authorization: Bearer <token>`; empty: no authentication).",
+    ),
+    Setting(
         "ocpp_host",
         "127.0.0.1",
         "Address the OCPP bridge listens on (`0.0.0.0` in containers).",
@@ -577,6 +589,8 @@ class Settings:
     ingest_flush_interval: int
     ingest_queue_size: int
     metrics_port: int
+    metrics_host: str
+    metrics_token: str
     ocpp_host: str
     ocpp_port: int
     ocpp_security_profile: int
@@ -671,6 +685,7 @@ def _derive(s: Settings) -> Settings:
         raise SettingsError(
             "AMPFLEET_OCPP_CSR_CA_CERT_FILE and AMPFLEET_OCPP_CSR_CA_KEY_FILE go together"
         )
+    metrics_host = s.metrics_host or s.api_host
     mail_backend = s.mail_backend or ("smtp" if s.smtp_host else "console")
     if mail_backend == "smtp" and not s.smtp_host:
         raise SettingsError("AMPFLEET_MAIL_BACKEND smtp needs AMPFLEET_SMTP_HOST")
@@ -682,6 +697,7 @@ def _derive(s: Settings) -> Settings:
         database_url=database_url,
         jwt_private_key_file=jwt_private_key_file,
         public_url=public_url,
+        metrics_host=metrics_host,
         mail_backend=mail_backend,
         smtp_port=smtp_port,
     )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hmac
 import signal
 import socket
 import threading
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import click
 
@@ -29,20 +31,61 @@ def _serve(
     """Announce, then run ``service`` (start/stop) until SIGINT or SIGTERM."""
     click.echo(f"{role}: {settings.broker_url} -> {target}")
     port = settings.metrics_port if metrics_port is None else metrics_port
-    _serve_until_signal(service.start, service.stop, port)
+    _serve_until_signal(
+        service.start, service.stop, port, settings.metrics_host, settings.metrics_token
+    )
 
 
-def _serve_until_signal(start: Any, stop: Any, metrics_port: int) -> None:
-    if metrics_port:
-        from prometheus_client import start_http_server
+def start_metrics_server(port: int, host: str, token: str = "") -> WSGIServer:
+    """Serve prometheus_client's ``/metrics`` on ``host:port`` in a daemon thread.
 
-        start_http_server(metrics_port, addr="0.0.0.0")  # noqa: S104 - scraped in-cluster
+    With ``token``, a request without ``Authorization: Bearer <token>`` gets 401.
+    """
+    from prometheus_client import make_wsgi_app
+    from prometheus_client.exposition import ThreadingWSGIServer
+
+    metrics_app = make_wsgi_app()
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        if token:
+            given = environ.get("HTTP_AUTHORIZATION", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                start_response(
+                    "401 Unauthorized",
+                    [("Content-Type", "text/plain"), ("WWW-Authenticate", "Bearer")],
+                )
+                return [b"401 Unauthorized\n"]
+        return metrics_app(environ, start_response)
+
+    class Server(ThreadingWSGIServer):
+        address_family = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0][0]
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            """Log nothing (one line per scrape otherwise)."""
+
+    server = make_server(host, port, app, Server, handler_class=QuietHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _serve_until_signal(
+    start: Any, stop: Any, metrics_port: int, metrics_host: str, metrics_token: str = ""
+) -> None:
+    server = (
+        start_metrics_server(metrics_port, metrics_host, metrics_token) if metrics_port else None
+    )
     done = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: done.set())
     start()
     done.wait()
     stop()
+    if server is not None:
+        server.shutdown()
+        server.server_close()
 
 
 _client_id = click.option(
