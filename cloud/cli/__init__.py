@@ -13,7 +13,13 @@ from cloud.cli.serve import api, up
 from cloud.cli.simulate import simulate
 from cloud.cli.users import users
 from cloud.cli.workers import worker
-from cloud.settings import Settings, SettingsError, markdown_table
+from cloud.settings import DECLARED, Settings, SettingsError, markdown_table
+
+# Settings `ampfleet settings` masks: every one holding a credential. Derived from the names so a
+# new `*_password` / `*_token` / `*_secret` setting is masked without a second list to keep.
+# (The `*_key_file` settings are paths to keys, not keys: shown.)
+SECRET_SUFFIXES = ("_password", "_token", "_secret", "_key")
+SECRET_SETTINGS = frozenset(s.name for s in DECLARED if s.name.endswith(SECRET_SUFFIXES))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -36,15 +42,8 @@ def show_settings(markdown: bool) -> None:
         settings = Settings.load()
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from exc
-    secret = {
-        "admin_password",
-        "broker_service_password",
-        "broker_bridge_password",
-        "broker_admin_password",
-        "influxdb_token",
-    }
     for name, value in settings.values.items():
-        click.echo(f"{name} = {'***' if name in secret and value else value}")
+        click.echo(f"{name} = {'***' if name in SECRET_SETTINGS and value else value}")
 
 
 main.add_command(db)

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from cloud.cli import main
 from cloud.db.migrate import alembic_config
+from cloud.settings import DECLARED
 
 
 def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -180,3 +181,20 @@ def test_create_admin_restores_an_existing_user_instead_of_refusing(env: dict[st
     restored = runner.invoke(main, [*args, "--password", "a-new-long-password"])
     assert restored.exit_code == 0, restored.output
     assert "ops@example.test" in _platform_admins()
+
+
+def test_settings_masks_every_secret(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # Issue 13: smtp_password was printed in clear.
+    secrets = {
+        s.name
+        for s in DECLARED
+        if s.name.endswith(("_password", "_token", "_secret", "_key")) or "secret" in s.name
+    }
+    assert {"smtp_password", "admin_password", "influxdb_token", "metrics_token"} <= secrets
+    for name in secrets:
+        monkeypatch.setenv(f"AMPFLEET_{name.upper()}", f"clear-{name}-value")
+    result = CliRunner().invoke(main, ["settings"])
+    assert result.exit_code == 0, result.output
+    for name in secrets:
+        assert f"clear-{name}-value" not in result.output, name
+        assert f"{name} = ***" in result.output
