@@ -40,7 +40,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "firmware",
         ),
     ),
-    ("infrastructure", ("cloud", "cloud.settings", "cloud.db", "cloud.mail", "cloud.devicelink")),
+    (
+        "infrastructure",
+        ("cloud", "cloud.settings", "cloud.files", "cloud.db", "cloud.mail", "cloud.devicelink"),
+    ),
     (
         "domains",
         (

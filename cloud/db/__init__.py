@@ -15,8 +15,11 @@ from typing import Any
 
 from flask import Flask, g
 from sqlalchemy import JSON, DateTime, Engine, Enum, MetaData, create_engine, event
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
+
+from cloud.files import private_sqlite_file
 
 # Named constraints so Alembic can alter and drop them on every backend.
 NAMING_CONVENTION = {
@@ -71,6 +74,10 @@ def utcnow() -> dt.datetime:
 def make_engine(url: str) -> Engine:
     """An engine with the per-backend settings ampfleet relies on."""
     if url.startswith("sqlite"):
+        database = make_url(url).database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            # Created 0600 here, not 0644 by SQLite: it holds password hashes (issue 13).
+            private_sqlite_file(database)
         engine = create_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")
