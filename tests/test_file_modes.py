@@ -64,3 +64,23 @@ def test_an_existing_world_readable_database_is_tightened(
         connection.execute(text("CREATE TABLE t (x INTEGER)"))
     engine.dispose()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_db_upgrade_and_the_ingest_spool_create_private_files(
+    tmp_path: Path, usual_umask: None
+) -> None:
+    from cloud.db.migrate import upgrade
+    from cloud.ingest.spool import Spool
+
+    url = f"sqlite:///{tmp_path / 'ampfleet.db'}"
+    upgrade(url)  # what `ampfleet db upgrade` runs: usually the first to create the file
+    spool = Spool(tmp_path / "spool.db")
+    try:
+        spool.put([Sample("dev-1", "master", 1_700_000_000_000, 1, {"power_w": 7.4})])
+        modes = _modes(tmp_path)
+        assert {"ampfleet.db", "spool.db"} <= set(modes)
+        assert {name: oct(mode) for name, mode in modes.items()} == {
+            name: oct(0o600) for name in modes
+        }
+    finally:
+        spool.close()

@@ -71,13 +71,22 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
+def private_sqlite_database(url: str) -> None:
+    """For a SQLite file URL, create the file 0600 before SQLite creates it 0644: the records
+    hold password hashes (issue 13). Any other URL: nothing."""
+    parsed = make_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return
+    if database.startswith("file:"):
+        return  # a SQLite URI filename: left to SQLite
+    private_sqlite_file(database)
+
+
 def make_engine(url: str) -> Engine:
     """An engine with the per-backend settings ampfleet relies on."""
     if url.startswith("sqlite"):
-        database = make_url(url).database
-        if database and database != ":memory:" and not database.startswith("file:"):
-            # Created 0600 here, not 0644 by SQLite: it holds password hashes (issue 13).
-            private_sqlite_file(database)
+        private_sqlite_database(url)
         engine = create_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")

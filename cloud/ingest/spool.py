@@ -12,6 +12,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from cloud.files import private_sqlite_file
 from cloud.telemetry.store import Sample
 
 
@@ -20,6 +21,7 @@ class Spool:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        private_sqlite_file(path)  # samples of the fleet: not for other local users (issue 13)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
         with self._lock:
