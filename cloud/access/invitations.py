@@ -43,7 +43,7 @@ from cloud.devices.models import Device
 from cloud.identity.grants import AccessLevel, ChargerAccess
 from cloud.identity.models import User
 from cloud.identity.passwords import SecretHasher
-from cloud.mail import Mail
+from cloud.mail import Mail, header_text
 
 API_PREFIX = "/api/v1"  # cloud.app.API_PREFIX (not imported: the app imports this package)
 
@@ -154,12 +154,13 @@ def invitation_mail(
 ) -> Mail:
     """The e-mail that carries the invitation's accept link."""
     charger = device.name or device.id
+    shown = header_text(charger)  # a name may hold line breaks and controls: not in a header
     link = accept_link(public_url, invitation.id, secret)
     if invitation.level is AccessLevel.OWNER:
-        subject = f"You are invited to co-own the charger {charger}"
+        subject = f"You are invited to co-own the charger {shown}"
         what = f'{inviter} invites you to become a co-owner of the charger "{charger}".'
     else:
-        subject = f"You are invited to charge at {charger}"
+        subject = f"You are invited to charge at {shown}"
         what = f'{inviter} invites you to charge at "{charger}" as a guest'
         if invitation.valid_from and invitation.valid_until:
             what += f", from {_when(invitation.valid_from)} until {_when(invitation.valid_until)}"

@@ -12,6 +12,7 @@ Exceptions::
 from __future__ import annotations
 
 import dataclasses
+import unicodedata
 from typing import Protocol
 
 
@@ -42,3 +43,10 @@ class Mailer(Protocol):
     def send(self, mail: Mail) -> str:
         """Hand ``mail`` over and return its Message-ID; MailError when it cannot be."""
         ...
+
+
+def header_text(text: str) -> str:
+    """``text`` fit for a header: every control character (C0, DEL, C1) and the line and
+    paragraph separators U+2028/U+2029, which Python's email package takes for line breaks,
+    replaced by a space. For data (a charger's name) that goes into a subject."""
+    return "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text)

@@ -6,7 +6,7 @@ import email.utils
 from email.headerregistry import Address
 from email.message import EmailMessage
 
-from cloud.mail import Mail, MailAddressError
+from cloud.mail import Mail, MailAddressError, header_text
 
 MAX_SUBJECT = 998 - len("Subject: ")  # RFC 5322 section 2.1.1: a line is at most 998 octets
 
@@ -41,11 +41,12 @@ def build_message(mail: Mail, from_address: str) -> EmailMessage:
     recipients = [check_address(to, "to") for to in mail.to]
     if "\r" in mail.subject or "\n" in mail.subject or len(mail.subject) > MAX_SUBJECT:
         raise MailAddressError("subject: has a line break or is too long")
+    subject = header_text(mail.subject)  # other controls, which also break the header
     source = sender(from_address)
     message = EmailMessage()
     message["From"] = source
     message["To"] = ", ".join(recipients)
-    message["Subject"] = mail.subject
+    message["Subject"] = subject
     message["Date"] = email.utils.formatdate(usegmt=True)
     message["Message-ID"] = email.utils.make_msgid(domain=source.domain)
     message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies to us

@@ -36,7 +36,7 @@ from werkzeug.test import TestResponse
 from cloud.db import get_database
 from cloud.identity.tokens import AUDIENCE
 from cloud.models import Base
-from tests.helpers import Client, Tenant
+from tests.helpers import PASSWORD, Client, Tenant
 
 MAX_ID = 2**31 - 1  # ids are 32-bit on MariaDB
 HUGE = 99999999999999999999  # more than 64 bits
@@ -846,3 +846,57 @@ def test_missing_expired_and_forged_tokens_answer_401(
                 www_authenticate=True,
             )
     probe.finish(minimum=800)
+
+
+# --- regressions found by fuzzing the OpenAPI document (issue 13) ---------------------------
+
+
+def test_tariff_windows_with_an_unknown_numeric_key_are_refused_naming_it(world: World) -> None:
+    admin, tenant = world.admin, world.tenant
+    body = {"name": "night", "price_per_kwh": "0.3000", "organization_id": tenant.id}
+    created = admin.post("/tariffs", json={**body, "windows": [{"0": 1}]})
+    assert error_body_problem(created, {422}) is None, created.get_json()
+    assert names(created.get_json()["errors"]["json"], ("windows", "0", "0"))
+    tariff_id = world.path_values["tariff_id"]
+    patched = admin.patch(f"/tariffs/{tariff_id}", json={"windows": [{"0": 1}]})
+    assert error_body_problem(patched, {422}) is None, patched.get_json()
+    assert names(patched.get_json()["errors"]["json"], ("windows", "0", "0"))
+
+
+def test_a_site_with_an_overlong_timezone_is_refused_naming_it(world: World) -> None:
+    response = world.admin.post(
+        "/sites",
+        json={"name": "far-away", "organization_id": world.tenant.id, "timezone": "A" * 300},
+    )
+    assert error_body_problem(response, {422}) is None, response.get_json()
+    assert names(response.get_json()["errors"]["json"], ("timezone",))
+
+
+@pytest.mark.parametrize("control", ["\x1d", "\u2028", "\x85", "\r\n"])
+def test_an_invitation_to_a_device_with_a_control_character_in_its_name_is_mailed(
+    world: World, control: str
+) -> None:
+    admin, tenant = world.admin, world.tenant
+    device = tenant.device(name=f"Garage{control}left")
+    email = f"invitee-{secrets.token_hex(4)}@bad-input.test"
+    response = admin.post(
+        f"/devices/{device['id']}/invitations", json={"email": email, "level": "guest"}
+    )
+    assert response.status_code == 201, response.get_json()
+    (mailed,) = [m for m in world.app.extensions["ampfleet.mailer"].outbox if email in m["To"]]
+    assert "Garage" in mailed["Subject"] and "left" in mailed["Subject"]
+    assert len(str(mailed["Subject"]).splitlines()) == 1
+
+
+def test_users_that_never_signed_in_match_the_documented_schema(world: World) -> None:
+    admin = world.admin
+    email = f"never-{secrets.token_hex(4)}@bad-input.test"
+    body = {"email": email, "password": PASSWORD, "organization_id": world.tenant.id, "roles": []}
+    assert admin.created("/users", body)["last_login_at"] is None
+    users = admin.get("/users", query_string={"organization_id": world.tenant.id}).get_json()
+    assert any(u["last_login_at"] is None for u in users)
+    spec = admin.get("/openapi.json").get_json()
+    for name, schema in spec["components"]["schemas"].items():
+        for field, prop in schema.get("properties", {}).items():
+            if prop.get("format") == "date-time" and field == "last_login_at":
+                assert prop.get("nullable") or "null" in prop.get("type", []), (name, field)

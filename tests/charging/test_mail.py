@@ -83,6 +83,13 @@ def test_a_message_arrives_whole_with_its_headers(backend: Backend) -> None:
     assert body(message) == text
 
 
+@pytest.mark.parametrize("control", ["\x1d", "\x85", "\x0b", "\u2028", "\u2029", "\x7f"])
+def test_control_characters_in_a_subject_are_sent_as_spaces(backend: Backend, control: str) -> None:
+    backend.mailer.send(Mail(to=("a@example.test",), subject=f"Garage{control}left", text="x"))
+    (message,) = backend.delivered()
+    assert message["Subject"] == "Garage left"
+
+
 def test_several_recipients_get_one_message(backend: Backend) -> None:
     backend.mailer.send(Mail(to=("a@example.test", "b@example.test"), subject="Hi", text="x"))
     (message,) = backend.delivered()

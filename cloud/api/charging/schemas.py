@@ -137,11 +137,13 @@ def _nested_errors(error: tariffs.TariffError) -> ValidationError:
         if not path:
             listed.append(message)
             continue
+        # The first key is a list index (an int, as marshmallow's), the others field names:
+        # kept as strings even when numeric ({"0": 1}), since JSON cannot sort mixed keys.
+        keys: list[Any] = [int(path[0]) if path[0].isdigit() else path[0], *path[1:]]
         here = nested
-        for key in path[:-1]:
-            here = here.setdefault(int(key) if key.isdigit() else key, {})
-        last = int(path[-1]) if path[-1].isdigit() else path[-1]
-        here.setdefault(last, []).append(message)
+        for key in keys[:-1]:
+            here = here.setdefault(key, {})
+        here.setdefault(keys[-1], []).append(message)
     return ValidationError(listed or nested)
 
 

@@ -171,7 +171,7 @@ class UserSchema(ResourceSchema):
         },
     )
     is_active = fields.Boolean(load_default=True)
-    last_login_at = fields.DateTime(dump_only=True)
+    last_login_at = fields.DateTime(dump_only=True, allow_none=True)
     roles = fields.List(
         fields.Nested(RoleGrantSchema),
         load_only=True,

@@ -42,7 +42,8 @@ class OrganizationUpdateSchema(Schema):
 def _valid_zone(name: str) -> None:
     try:
         zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+    # OSError: a name the file system refuses (ENAMETOOLONG and the like).
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError) as exc:
         raise ValidationError("Not an IANA time zone, e.g. Europe/Berlin.") from exc
 
 
