@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Make sure the services the tests use are there: MariaDB up on 127.0.0.1:3306 (root, no
 # password); the mosquitto and influxd binaries installed (the tests start their own instances,
-# with the project's configuration, on free ports). Installs and starts what is missing, so a
-# fresh machine needs nothing by hand.
+# with the project's configuration, on free ports); prometheus, mosquitto_pub and wget for the
+# compose-equivalent stack test. Installs and starts what is missing (never a package's own
+# service but MariaDB's), so a fresh machine needs nothing by hand.
 set -euo pipefail
 
 apt_updated=0

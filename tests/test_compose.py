@@ -45,6 +45,11 @@ def test_the_stack_runs_every_component_with_declared_settings_and_real_commands
         "status",
         "provisioner",
         "migrate",
+        "config",
+        "charging",
+        "ocpp-1",
+        "mosquitto-config",
+        "prometheus-init",
     }
     assert wanted <= set(services)
     declared = {s.env for s in DECLARED}

@@ -279,13 +279,15 @@ def test_the_compose_stack_serves_devices_and_prometheus_scrapes_every_worker(
             status, body = _http("GET", f"{api}{path}", token=token)
             return body if status == 200 and body else None
 
-        latest = wait_for(
-            "telemetry in the API", lambda: got("/devices/sim-00001/telemetry/latest"), 120
-        )
+        def latest_values() -> Any:
+            latest = got("/devices/sim-00001/telemetry/latest")
+            return latest["values"] if latest else None
+
+        wait_for("the charger's telemetry in the API", latest_values, 120)
         sessions = wait_for(
             "a charging session in the API", lambda: got("/devices/sim-00001/sessions"), 120
         )
-        assert latest and sessions
+        assert sessions[0]["device_id"] == "sim-00001"
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(simulator.pid, signal.SIGTERM)
