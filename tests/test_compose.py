@@ -238,6 +238,18 @@ def test_secrets_come_from_the_env_file_and_fail_clearly_when_missing() -> None:
     assert listed == required
 
 
+def test_a_missing_secret_stops_the_stack_naming_it() -> None:
+    # tests/stack/compose.py interpolates as docker compose does (its stack test relies on it).
+    from tests.stack.compose import ComposeError, ComposeFile, required_variables
+
+    wanted = required_variables((ROOT / "docker-compose.yml").read_text())
+    env = dict.fromkeys(wanted, "x" * 16)
+    assert ComposeFile(env).services["mysql"]["environment"]["MARIADB_PASSWORD"] == "x" * 16
+    for name in wanted:
+        with pytest.raises(ComposeError, match=f"{name} is missing a value: set {name} in .env"):
+            ComposeFile({**env, name: ""})
+
+
 def test_everything_the_stack_mounts_or_copies_exists() -> None:
     document = compose()
     named = set(document.get("volumes") or {})

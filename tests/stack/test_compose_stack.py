@@ -246,6 +246,17 @@ def test_the_compose_stack_serves_devices_and_prometheus_scrapes_every_worker(
 
     wait_for("every target up in Prometheus", all_up, 90, lambda: (seen[-1:], wanted))
 
+    # The one-shots run again on every `docker compose up`: they keep what devices and
+    # Prometheus already use (the CA, the accounts, the API client).
+    certs = translator.volume("mosquitto-certs")
+    ca = (certs / "ca.pem").read_bytes()
+    for one_shot in ("mosquitto-config", "prometheus-init"):
+        stack.run_once(one_shot)
+    assert (certs / "ca.pem").read_bytes() == ca
+    init_log = stack.log("mosquitto-config").read_text()
+    assert "kept the CA" in init_log and "(Mosquitto owns it)" in init_log
+    assert "kept the API client" in stack.log("prometheus-init").read_text()
+
     # A charger on the TLS listener, trusting the generated CA, reaches the API.
     api = f"http://127.0.0.1:{translator.port('api', 8080)}/api/v1"
     env = translator.environment("api")
