@@ -21,6 +21,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -224,6 +225,8 @@ def test_the_compose_stack_serves_devices_and_prometheus_scrapes_every_worker(
     assert {"api", "ingest-1", "ingest-2", "status", "config", "charging", "ocpp-1"} <= set(running)
     for name in running:
         stack.wait_healthy(name)
+    # The OCPP bridge listens where its published port points (chargers connect there).
+    socket.create_connection(("127.0.0.1", translator.port("ocpp-1", 9000)), timeout=5).close()
 
     # Prometheus scrapes every service with /metrics, each one up.
     with_metrics = {
