@@ -1,5 +1,5 @@
-# The ampfleet image: the API (gunicorn) and, as they land, the workers. One image, many roles:
-# the command chooses (`ampfleet api`, `ampfleet worker ingest`, ...).
+# The ampfleet image: the API (gunicorn), the workers and the one-shots of docker-compose.yml.
+# One image, many roles: the command chooses (`ampfleet api`, `ampfleet worker ingest`, ...).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
@@ -10,6 +10,8 @@ COPY cloud ./cloud
 COPY broker ./broker
 COPY parameters ./parameters
 COPY firmware ./firmware
+# The prometheus-init one-shot of docker-compose.yml (standard library only).
+COPY scripts/prometheus_init.py ./scripts/
 RUN pip install --no-cache-dir . \
  && useradd --system --home /var/lib/ampfleet --create-home ampfleet
 USER ampfleet

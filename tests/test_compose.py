@@ -7,9 +7,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from click.testing import CliRunner
 
@@ -42,6 +45,11 @@ def test_the_stack_runs_every_component_with_declared_settings_and_real_commands
         "status",
         "provisioner",
         "migrate",
+        "config",
+        "charging",
+        "ocpp-1",
+        "mosquitto-config",
+        "prometheus-init",
     }
     assert wanted <= set(services)
     declared = {s.env for s in DECLARED}
@@ -108,3 +116,151 @@ def test_each_family_has_a_generated_dashboard_with_one_panel_per_telemetry_para
             assert parameter.value is not None
             wanted = generator.GRAFANA_UNITS.get(parameter.value.unit or "", "none")
             assert panel["fieldConfig"]["defaults"]["unit"] == wanted
+
+
+# Issue 13, item 6: the rules a compose file that really runs must keep. The stack test
+# (tests/stack/test_compose_stack.py) runs it; these say why when a rule is broken.
+
+
+def long_running() -> dict[str, dict[str, Any]]:
+    """Services that keep running (one-shots say `restart: "no"`)."""
+    return {n: s for n, s in compose()["services"].items() if s.get("restart") != "no"}
+
+
+def metrics_services() -> set[str]:
+    """Services that serve a worker's /metrics: every `ampfleet worker ...`."""
+    return {
+        name
+        for name, service in compose()["services"].items()
+        if service.get("command", [])[:2] == ["ampfleet", "worker"]
+    }
+
+
+def test_every_long_running_service_has_a_healthcheck() -> None:
+    missing = [n for n, s in long_running().items() if not (s.get("healthcheck") or {}).get("test")]
+    assert not missing
+
+
+def test_every_platform_service_waits_for_the_migration_to_complete() -> None:
+    services = compose()["services"]
+    for name, service in long_running().items():
+        if service.get("image") != "ampfleet:latest":
+            continue
+        depends = service.get("depends_on") or {}
+        assert isinstance(depends, dict), name
+        assert depends.get("migrate") == {"condition": "service_completed_successfully"}, name
+        for dependency, condition in depends.items():
+            if services[dependency].get("restart") == "no":
+                assert condition == {"condition": "service_completed_successfully"}, name
+            else:  # a long-running dependency is waited for until its healthcheck passes
+                assert condition == {"condition": "service_healthy"}, (name, dependency)
+
+
+def test_mosquitto_serves_tls_on_8883_from_a_certificate_made_on_first_start() -> None:
+    services = compose()["services"]
+    init = " ".join(services["mosquitto-config"]["command"])
+    assert "--tls-port 8883" in init and "--tls-port 0" not in init
+    assert init.index("ampfleet broker tls-files /mosquitto/certs") < init.index(
+        "ampfleet broker mosquitto-config"
+    )
+    assert "--certfile /mosquitto/certs/server.pem" in init
+    assert "--keyfile /mosquitto/certs/server.key" in init
+    mosquitto = services["mosquitto"]
+    assert mosquitto["ports"] == ["8883:8883"]  # devices: TLS only
+    assert "mosquitto-certs:/mosquitto/certs" in mosquitto["volumes"]
+    assert "-p 8883 --cafile /mosquitto/certs/ca.pem" in mosquitto["healthcheck"]["test"][1]
+    assert mosquitto["depends_on"] == {
+        "mosquitto-config": {"condition": "service_completed_successfully"}
+    }
+
+
+def test_the_ocpp_bridge_listens_on_every_interface_of_its_container() -> None:
+    bridge = compose()["services"]["ocpp-1"]
+    environment = bridge["environment"]
+    assert environment["AMPFLEET_OCPP_HOST"] == "0.0.0.0"  # noqa: S104
+    port = environment["AMPFLEET_OCPP_PORT"]
+    assert bridge["ports"] == [f"{port}:{port}"]
+
+
+def test_prometheus_scrapes_every_service_with_metrics_and_the_api() -> None:
+    services = compose()["services"]
+    config = yaml.safe_load((ROOT / "grafana/prometheus/prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    targets = [t for c in jobs["ampfleet-workers"]["static_configs"] for t in c["targets"]]
+    hosts = {t.split(":")[0] for t in targets}
+    assert hosts == metrics_services()
+    assert len(targets) == len(hosts)
+    for target in targets:
+        host, port = target.split(":")
+        assert services[host]["environment"]["AMPFLEET_METRICS_PORT"] == port, target
+    api_port = services["api"]["environment"]["AMPFLEET_API_PORT"]
+    api = jobs["ampfleet-api"]
+    assert api["static_configs"][0]["targets"] == [f"api:{api_port}"]
+    assert api["oauth2"]["token_url"] == f"http://api:{api_port}/api/v1/auth/token"
+    # prometheus-init writes the client's secret and the configuration where Prometheus reads
+    init, prometheus = services["prometheus-init"], services["prometheus"]
+    out = init["command"][init["command"].index("--out") + 1]
+    assert api["oauth2"]["client_secret_file"] == f"{out}/ampfleet-client-secret"
+    assert f"--config.file={out}/prometheus.yml" in prometheus["command"]
+    assert f"prometheus-config:{out}" in init["volumes"]
+    assert f"prometheus-config:{out}:ro" in prometheus["volumes"]
+
+
+def test_the_prometheus_configuration_is_valid_for_prometheus(tmp_path: Path) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (scripts/services.sh installs prometheus)")
+    secret = tmp_path / "ampfleet-client-secret"
+    secret.write_text("secret\n")
+    text = (ROOT / "grafana/prometheus/prometheus.yml").read_text()
+    text = text.replace("@AMPFLEET_CLIENT_ID@", "afc_test")
+    text = text.replace("/etc/prometheus/ampfleet/ampfleet-client-secret", str(secret))
+    (tmp_path / "prometheus.yml").write_text(text)
+    done = subprocess.run(
+        [promtool, "check", "config", str(tmp_path / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_secrets_come_from_the_env_file_and_fail_clearly_when_missing() -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert "change-me" not in text
+    required = set(re.findall(r"\$\{(\w+):\?set \1 in \.env\}", text))
+    secret_like = {
+        v for v in re.findall(r"\$\{(\w+)", text) if re.search("PASSWORD|TOKEN|SECRET", v)
+    }
+    assert secret_like <= required, secret_like - required
+    example = (ROOT / ".env.example").read_text()
+    listed = set(re.findall(r"^(\w+)=", example, re.MULTILINE))
+    assert listed == required
+
+
+def test_a_missing_secret_stops_the_stack_naming_it() -> None:
+    # tests/stack/compose.py interpolates as docker compose does (its stack test relies on it).
+    from tests.stack.compose import ComposeError, ComposeFile, required_variables
+
+    wanted = required_variables((ROOT / "docker-compose.yml").read_text())
+    env = dict.fromkeys(wanted, "x" * 16)
+    assert ComposeFile(env).services["mysql"]["environment"]["MARIADB_PASSWORD"] == "x" * 16
+    for name in wanted:
+        with pytest.raises(ComposeError, match=f"{name} is missing a value: set {name} in .env"):
+            ComposeFile({**env, name: ""})
+
+
+def test_everything_the_stack_mounts_or_copies_exists() -> None:
+    document = compose()
+    named = set(document.get("volumes") or {})
+    for name, service in document["services"].items():
+        for volume in service.get("volumes") or []:
+            source = str(volume).split(":")[0]
+            if source.startswith((".", "/")):
+                assert (ROOT / source).exists(), (name, source)
+            else:
+                assert source in named, (name, source)
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for source in re.findall(r"^COPY (.+) \S+$", dockerfile, re.MULTILINE):
+        for path in source.split():
+            assert (ROOT / path).exists(), path

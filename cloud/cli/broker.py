@@ -63,7 +63,12 @@ def run() -> None:
     type=click.FloatRange(min=1),
     help="Keep running, resyncing every INTERVAL seconds (a sidecar instead of a cron job).",
 )
-def resync(interval: float | None) -> None:
+@click.option(
+    "--health-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Touch this file after each successful resync (a container healthcheck reads its age).",
+)
+def resync(interval: float | None, health_file: Path | None) -> None:
     """Make Mosquitto's accounts exactly the registry's (idempotent).
 
     Creates or repairs the service account and each device's role; disables devices that
@@ -76,6 +81,8 @@ def resync(interval: float | None) -> None:
     while True:
         try:
             click.echo(_resync_once(settings))
+            if health_file is not None:
+                health_file.touch()
         except click.ClickException as exc:
             if interval is None:
                 raise
@@ -130,6 +137,11 @@ def _resync_once(settings: Settings) -> str:
     help="Path of the dynamic-security plugin (the eclipse-mosquitto image has it at "
     "/usr/lib/mosquitto_dynamic_security.so).",
 )
+@click.option(
+    "--user",
+    help="User Mosquitto switches to when started as root; it must own the data directory "
+    "(default: Mosquitto's own, `mosquitto`).",
+)
 def mosquitto_config(
     directory: Path,
     port: int,
@@ -138,6 +150,7 @@ def mosquitto_config(
     keyfile: str,
     data_dir: str,
     plugin: str,
+    user: str | None,
 ) -> None:
     """Write mosquitto.conf into DIRECTORY, and dynamic-security.json when it is missing.
 
@@ -159,6 +172,7 @@ def mosquitto_config(
         keyfile=keyfile if tls_port else "",
         max_packet_size=settings.max_payload_bytes + 1024,  # payload + topic and headers
         plugin=plugin,
+        user=user,
     )
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "mosquitto.conf").write_text(render(config))
@@ -175,3 +189,28 @@ def mosquitto_config(
     )
     write_dynsec(target, document)
     click.echo(f"wrote {target}: mount it as {dynsec_file}, writable by Mosquitto")
+
+
+@broker.command("tls-files")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--name",
+    "names",
+    multiple=True,
+    required=True,
+    help="Host name or IP address devices use to reach the broker (repeatable; the first is "
+    "the certificate's common name).",
+)
+def tls_files(directory: Path, names: tuple[str, ...]) -> None:
+    """Create a private CA and the broker's server certificate in DIRECTORY when missing.
+
+    Writes ca.pem, ca.key, server.pem and server.key; existing files are kept, so running it
+    on every start never changes what devices trust. Give devices ca.pem.
+    """
+    from broker.mosquitto.tls import ensure_tls_files
+
+    _, created = ensure_tls_files(directory, [n for n in names if n.strip()])
+    for path in created:
+        click.echo(f"wrote {path}")
+    if not created:
+        click.echo(f"kept the CA and server certificate in {directory}")
