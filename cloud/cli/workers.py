@@ -146,6 +146,7 @@ def status(client_id: str | None, metrics_port: int | None) -> None:
     from cloud.db import Database
     from cloud.devicelink.endpoint import service_endpoint
     from cloud.devices.status_worker import StatusWorker
+    from cloud.ocpp.bridges import bridge_status
 
     settings = load_settings()
     status_worker = StatusWorker(
@@ -156,6 +157,7 @@ def status(client_id: str | None, metrics_port: int | None) -> None:
         shared_subscriptions=settings.broker == "external",
         max_payload_bytes=settings.max_payload_bytes,
         max_skew_ms=settings.max_clock_skew * 1000,
+        gateways=bridge_status,  # an OCPP bridge's will marks its chargers offline
     )
     _serve(settings, "status", "records", status_worker, metrics_port)
 

@@ -75,6 +75,8 @@ class Link:
         max_delay: float = 30.0,
         coalesce_writes: bool = False,
         on_flush: Callable[[int], None] | None = None,
+        will: tuple[str, bytes] | None = None,
+        on_connected: Callable[[], None] | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.client_id = client_id
@@ -91,12 +93,20 @@ class Link:
         self.subscriptions = Subscriptions()
         self._coalesce = coalesce_writes
         self._on_flush = on_flush
+        self._on_connected = on_connected
         self._pubacks: dict[int, asyncio.Future[None]] = {}
         self._subacks: dict[int, tuple[list[str], asyncio.Future[list[int]]]] = {}
         self._losses = 0  # connections lost since the last CONNACK (reconnect back-off)
         self._closing = False
+        # ``will``: (topic, payload) the broker publishes, QoS 1 and retained, when this
+        # connection dies without a DISCONNECT (MQTT-3.1.2-8); the OCPP bridge's says that its
+        # chargers are gone with it.
+        will_message = gmqtt.Message(will[0], will[1], qos=1, retain=True) if will else None
         self._client = gmqtt.Client(
-            client_id, clean_session=clean_session, optimistic_acknowledgement=False
+            client_id,
+            clean_session=clean_session,
+            optimistic_acknowledgement=False,
+            will_message=will_message,
         )
         self._client.set_auth_credentials(endpoint.username, endpoint.password)
         self._client.set_config({"reconnect_retries": -1, "reconnect_delay": first_delay})
@@ -304,6 +314,11 @@ class Link:
             self._send_subscribe(filters[start : start + CHUNK])
         self.connected.set()
         log.info("connected to %s as %s", self.endpoint.where, self.endpoint.username)
+        if self._on_connected is not None:
+            try:
+                self._on_connected()
+            except Exception:  # the owner's bookkeeping must not break the connection
+                log.exception("on_connected failed")
 
     def _on_disconnect(self, _client: Any, _packet: Any, exc: Any = None) -> None:
         self.connected.clear()

@@ -1,13 +1,19 @@
-"""``ampfleet worker status``: who is online, from the retained status topic and last wills."""
+"""``ampfleet worker status``: who is online, from the retained status topic and last wills.
+
+A status under an id the registry does not know may be a gateway's: the OCPP bridge's will
+names the bridge, not its chargers (``cloud.ocpp.bridges``). ``gateways`` (given by the entry
+point: this layer does not know the bridge) applies it and says whether it was one."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from cloud.db import Database, utcnow
 from cloud.devicelink.endpoint import Endpoint, shared
@@ -20,6 +26,10 @@ from cloud.devices.status import DEVICES_ONLINE, StatusDecoder, StatusUpdate
 from firmware.core import contract
 
 log = logging.getLogger(__name__)
+
+#: Applies a status of a gateway (the session, its id, online?): None when the id is no
+#: gateway's, else the devices whose status it changed.
+Gateways = Callable[[Session, str, bool], "list[str] | None"]
 
 
 class StatusWorker:
@@ -34,8 +44,10 @@ class StatusWorker:
         shared_subscriptions: bool,
         max_payload_bytes: int = 16384,
         max_skew_ms: int = 300_000,
+        gateways: Gateways | None = None,
     ) -> None:
         self.database = database
+        self.gateways = gateways
         self.decoder = StatusDecoder(max_payload_bytes, max_skew_ms)
         self.rejects = RejectLog(data_dir / "rejected.jsonl")
         topic = shared(contract.topic("+", contract.STATUS), "status", shared_subscriptions)
@@ -68,12 +80,26 @@ class StatusWorker:
 
     def apply(self, update: StatusUpdate) -> None:
         """Record one status update (unknown devices are counted and ignored)."""
+        if self._record(update):
+            self._refresh_gauge()
+
+    def _record(self, update: StatusUpdate) -> bool:
         now = utcnow()
         with self._lock, self.database.transaction() as session:
             if session.get(Device, update.device_id) is None:
-                why = Rejected("unknown_device", None, "no such device in the registry")
-                self.rejects.reject(contract.STATUS, update.device_id, b"", why)
-                return
+                marked = self._gateway(session, update)
+                if marked is None:
+                    why = Rejected("unknown_device", None, "no such device in the registry")
+                    self.rejects.reject(contract.STATUS, update.device_id, b"", why)
+                    return False
+                if marked:
+                    log.warning(
+                        "gateway %s went offline: %d of its devices marked offline",
+                        update.device_id,
+                        len(marked),
+                    )
+                self.updates += 1
+                return True
             status = session.get(DeviceStatus, update.device_id)
             if status is None:
                 status = DeviceStatus(device_id=update.device_id, online=not update.online)
@@ -87,7 +113,12 @@ class StatusWorker:
             if update.schema:
                 status.reported_schema = update.schema
             self.updates += 1
-        self._refresh_gauge()
+        return True
+
+    def _gateway(self, session: Session, update: StatusUpdate) -> list[str] | None:
+        if self.gateways is None:
+            return None
+        return self.gateways(session, update.device_id, update.online)
 
     def _refresh_gauge(self) -> None:
         with self.database.transaction() as session:

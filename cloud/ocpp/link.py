@@ -26,6 +26,7 @@ from cloud.devicelink.client import Link
 from cloud.devicelink.endpoint import Endpoint
 from cloud.devicelink.subscriptions import Message
 from cloud.ocpp import metrics
+from cloud.ocpp.bridges import bridge_id_of, status_topic
 from firmware.core import contract
 from firmware.core.topics import BRIDGE_FOLLOWS
 
@@ -48,14 +49,30 @@ def _flushed(packets: int) -> None:
 class BridgeLink:
     """One clean-session MQTT connection carrying every held charger's traffic."""
 
-    def __init__(self, endpoint: Endpoint, client_id: str, deliver: Deliver) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        client_id: str,
+        deliver: Deliver,
+        on_connected: Callable[[], None] | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.client_id = client_id
+        self.bridge_id = bridge_id_of(client_id)
         self.held: set[str] = set()
         self.dropped = 0  # publishes while the broker was away
         self._deliver = deliver
+        self._on_connected = on_connected
+        # The will names the bridge: its chargers are marked offline by the status worker
+        # when the broker publishes it (cloud.ocpp.bridges).
         self._link = Link(
-            endpoint, client_id, clean_session=True, coalesce_writes=True, on_flush=_flushed
+            endpoint,
+            client_id,
+            clean_session=True,
+            coalesce_writes=True,
+            on_flush=_flushed,
+            will=(status_topic(self.bridge_id), contract.LAST_WILL),
+            on_connected=self._connected,
         )
 
     @property
@@ -75,8 +92,17 @@ class BridgeLink:
         await self._link.run(stopping)
 
     async def close(self) -> None:
-        """Disconnect."""
+        """Disconnect: a DISCONNECT discards the will (MQTT-3.1.2-10); the chargers' own
+        statuses said offline as their sockets closed."""
         await self._link.close()
+
+    def _connected(self) -> None:
+        """On every CONNACK: clear the will, should it have fired while the bridge was cut off
+        from the broker (an empty retained message deletes it, MQTT-3.3.1-10), and announce
+        the chargers again, which that will marked offline."""
+        self._link.publish_nowait(status_topic(self.bridge_id), b"", 1, retain=True)
+        if self._on_connected is not None:
+            self._on_connected()
 
     def hold(self, device_id: str) -> None:
         """Follow a charger's topics (its socket is here now)."""

@@ -30,4 +30,9 @@ class OcppCharger(Base):
     serial_number: Mapped[str | None] = mapped_column(String(64))
     firmware_version: Mapped[str | None] = mapped_column(String(64))
     last_boot_at: Mapped[dt.datetime | None]
+    # The bridge instance (its MQTT client id) that announced the charger online last: when
+    # that bridge dies, its will makes the status worker mark its chargers offline
+    # (``cloud.ocpp.bridges``). Left as it is when the charger goes: a later will of that
+    # bridge finds it offline already, or held by another bridge.
+    bridge_id: Mapped[str | None] = mapped_column(String(64), index=True)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -167,8 +167,9 @@ class Recorder:
     BootNotification says), written in batches: a connection storm of thousands of chargers
     costs a few transactions, not two per charger."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, bridge_id: str | None = None) -> None:
         self.database = database
+        self.bridge_id = bridge_id  # written on each charger it connects (cloud.ocpp.bridges)
         self._pending: dict[str, tuple[str, Boot | None]] = {}
         self._lock = threading.Lock()
 
@@ -195,7 +196,7 @@ class Recorder:
             try:
                 with self.database.transaction() as session:
                     for device_id, (version, boot) in pending.items():
-                        _apply(session, device_id, version, boot)
+                        _apply(session, device_id, version, boot, self.bridge_id)
                 return len(pending)
             except IntegrityError:
                 if attempt == 2:
@@ -203,11 +204,15 @@ class Recorder:
         return 0
 
 
-def _apply(session: Session, device_id: str, version: str, boot: Boot | None) -> None:
+def _apply(
+    session: Session, device_id: str, version: str, boot: Boot | None, bridge_id: str | None
+) -> None:
     charger = _charger(session, device_id)
     if charger is None:
         return
     charger.ocpp_version = version
+    if bridge_id is not None:
+        charger.bridge_id = bridge_id
     if boot is not None:
         charger.vendor = boot.vendor[:64]
         charger.model = boot.model[:64]

@@ -214,6 +214,12 @@ class OcppServer:
             metrics.CONNECTED.set(len(self.sessions))
             log.info("%s disconnected", device_id)
 
+    def announce(self) -> None:
+        """Publish every held charger online again (on each CONNACK of the bridge's link: a
+        will that fired while the bridge was cut off from the broker marked them offline)."""
+        for session in self.sessions.values():
+            session.publish([session.uplink.status("online", fw=session.uplink.firmware)])
+
     def deliver(self, device_id: str, channel: str, payload: bytes) -> None:
         """A broker message for a held charger (``BridgeLink`` calls it on the loop)."""
         session = self.sessions.get(device_id)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -38,6 +39,7 @@ from cloud.ocpp.downlink import (
     to_call,
 )
 from cloud.ocpp.meter import MeterMap, format_time
+from cloud.ocpp.records import Records
 from cloud.ocpp.registry import Admission
 from cloud.ocpp.uplink import Publish, Uplink
 from firmware.core import contract
@@ -45,7 +47,6 @@ from parameters import Family
 
 log = logging.getLogger(__name__)
 
-REMEMBERED_COMMANDS = 16  # contract 4.5: a redelivered id is answered again, not rerun
 CONFIG_WAIT_S = 10.0  # how long config.apply waits for the desired document it names
 # How long after a charger connects a token waits for its list, when the bridge has none yet:
 # the retained list arrives just after the subscription, and a charger that was offline often
@@ -87,7 +88,6 @@ class BridgedCharger(OcppConnection):
         self.started_ms = self.uplink.now_ms()
         self.superseded = False
         self.jobs: asyncio.Queue[Callable[[], Awaitable[Any]]] = asyncio.Queue()
-        self.answers: collections.OrderedDict[str, bytes] = collections.OrderedDict()
         self.desired: contract.Config | None = None
         self.desired_arrived = asyncio.Event()
         self.config_outcomes: dict[int, Answer] = {}
@@ -143,9 +143,7 @@ class BridgedCharger(OcppConnection):
                 None,
                 f"{reason or ''} (result left out: {exc.reason})"[:MAX_REASON],
             )
-        self.answers[command_id] = payload
-        while len(self.answers) > REMEMBERED_COMMANDS:
-            self.answers.popitem(last=False)
+        self.context.answers.keep(self.device_id, command_id, payload)
         metrics.COMMANDS.labels(answer.status).inc()
         self.publish([Publish(contract.CMD_RESULT, payload)])
 
@@ -156,6 +154,8 @@ class BridgedCharger(OcppConnection):
         known = self.context.authorizations.find(self.device_id)
         if known is not None and known.list is not None:  # from an earlier connection
             self._queue_list_sync()
+        if self.context.records is not None:
+            self.context.spawn(self._queued_commands(self.context.records))
         worker = asyncio.create_task(self._run_jobs())
         try:
             await self.start()
@@ -211,6 +211,19 @@ class BridgedCharger(OcppConnection):
                 "%s: %s message refused (%s): %.200r", self.device_id, channel, exc, payload
             )
 
+    async def _queued_commands(self, records: Records) -> None:
+        """The commands sent while the charger was held by no bridge (the broker dropped them:
+        no subscriber), read from the records and run as if delivered now (``records``)."""
+        try:
+            queued = await asyncio.to_thread(records.queued, self.device_id)
+        except Exception:  # the records are away: commands time out as they did before
+            log.exception("%s: reading its queued commands failed", self.device_id)
+            return
+        for command in queued:
+            self.jobs.put_nowait(functools.partial(self._command, command))
+        if queued:
+            log.info("%s: %d queued command(s) to deliver", self.device_id, len(queued))
+
     def _check_takeover(self, payload: bytes) -> None:
         if payload in self._statuses:
             return  # our own, echoed
@@ -222,7 +235,7 @@ class BridgedCharger(OcppConnection):
             self.context.spawn(self.close("taken over by another bridge instance"))
 
     async def _command(self, command: contract.Command) -> None:
-        stored = self.answers.get(command.id)
+        stored = self.context.answers.get(self.device_id, command.id)
         if stored is not None:
             self.publish([Publish(contract.CMD_RESULT, stored)])
             return
@@ -396,9 +409,25 @@ class BridgedCharger(OcppConnection):
                     async with asyncio.timeout(remaining):
                         await self._auth_list_arrived.wait()
                 found = memory.find(self.device_id)
-        if found is None:
-            return Verdict(INVALID)
-        return found.verdict(token, self.uplink.now_ms())
+        verdict = Verdict(INVALID) if found is None else found.verdict(token, self.uplink.now_ms())
+        if not verdict.accepted and await self._remote_start(token):
+            return Verdict(ACCEPTED)
+        return verdict
+
+    async def _remote_start(self, token: str) -> bool:
+        """Whether the cloud asked this charger to start with ``token`` (the records know it,
+        whichever bridge sent the start: ``records``); remembered here once found."""
+        records = self.context.records
+        if records is None:
+            return False
+        try:
+            found = await asyncio.to_thread(records.remote_start, self.device_id, token)
+        except Exception:  # the records are away: the token is judged by the list alone
+            log.exception("%s: looking up a remote-start token failed", self.device_id)
+            return False
+        if found:
+            self.context.authorizations.of(self.device_id).remember_remote(token)
+        return found
 
     async def _certificate(self, csr: str) -> None:
         signer = self.context.signer

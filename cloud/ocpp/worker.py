@@ -24,6 +24,7 @@ from cloud.identity.passwords import SecretHasher
 from cloud.ocpp.certificates import CsrSigner
 from cloud.ocpp.context import SessionContext
 from cloud.ocpp.link import BridgeLink
+from cloud.ocpp.records import Records
 from cloud.ocpp.registry import Gatekeeper, Recorder
 from cloud.ocpp.server import OcppServer, tls_context
 from cloud.ocpp.uplink import DataTransferRules
@@ -59,11 +60,11 @@ class OcppWorker:
         self.ready = threading.Event()
         self.failed: BaseException | None = None
         self.server: OcppServer | None = None
-        self.link = BridgeLink(endpoint, client_id, self._deliver)
+        self.link = BridgeLink(endpoint, client_id, self._deliver, self._announce)
         signer = None
         if settings.ocpp_csr_ca_cert_file:
             signer = CsrSigner(settings.ocpp_csr_ca_cert_file, settings.ocpp_csr_ca_key_file)
-        self.recorder = Recorder(database)
+        self.recorder = Recorder(database, self.link.bridge_id)
         self.context = SessionContext(
             link=self.link,
             recorder=self.recorder,
@@ -71,6 +72,7 @@ class OcppWorker:
             call_timeout=settings.ocpp_call_timeout,
             transfers=DataTransferRules.parse(settings.ocpp_data_transfer),
             signer=signer,
+            records=Records(database),
         )
         self.gatekeeper = Gatekeeper(
             database, SecretHasher(settings.password_kdf), settings.ocpp_security_profile
@@ -155,6 +157,10 @@ class OcppWorker:
     def _deliver(self, device_id: str, channel: str, payload: bytes) -> None:
         if self.server is not None:
             self.server.deliver(device_id, channel, payload)
+
+    def _announce(self) -> None:
+        if self.server is not None:
+            self.server.announce()
 
     def call_soon(self, callback: Any) -> None:
         """Run ``callback`` on the bridge's loop (tests, diagnostics)."""

@@ -26,6 +26,7 @@ from cloud.devicelink.threaded import end_session
 from cloud.devices.status_worker import StatusWorker
 from cloud.ingest.families import FamilyDirectory
 from cloud.ingest.worker import IngestWorker
+from cloud.ocpp.bridges import bridge_status
 from cloud.ocpp.worker import OcppWorker
 from cloud.settings import Settings
 from tests.ingest.test_pipeline import endpoint, wait_for
@@ -91,7 +92,14 @@ def effects(link: Link, tmp_path: Path) -> Iterator[None]:
     database = get_database(link.app)
     shared = link.kind == "mosquitto"
     ids = [f"{role}-{uuid.uuid4().hex[:8]}" for role in ("status", "ingest", "config")]
-    status = StatusWorker(database, endpoint(link), ids[0], tmp_path, shared_subscriptions=shared)
+    status = StatusWorker(
+        database,
+        endpoint(link),
+        ids[0],
+        tmp_path,
+        shared_subscriptions=shared,
+        gateways=bridge_status,
+    )
     ingest = IngestWorker(
         link.app.extensions["ampfleet.telemetry"],
         endpoint(link),
