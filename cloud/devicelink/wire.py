@@ -16,7 +16,10 @@ its packet handler that decide those, on one client instance:
   reconnect and on ``disconnect``, logging "[TRYING WRITE TO CLOSED SOCKET]" once the broker
   is gone), and its reconnects are tracked so that ``stop_reconnecting`` can cancel them; a
   reconnect cancelled so (or by the loop's end) is no error: gmqtt's done-callback would read
-  the exception of the cancelled task, raising CancelledError into the loop's handler;
+  the exception of the cancelled task, raising CancelledError into the loop's handler; and a
+  write that races the loss of the connection (a PUBACK, a publish in the same loop turn) is
+  not logged either: gmqtt drops it, the ``Link`` logs the loss itself, and what it carried is
+  sent again (QoS 1 redelivery, the resend on the next CONNACK);
 * its reconnects keep the client's session kind (gmqtt's ``reconnect`` asks for a persistent
   session whatever the client was made with: a clean-session client such as the OCPP bridge
   would leave subscriptions at the broker after a crash).
@@ -28,6 +31,7 @@ give against real brokers, so a gmqtt upgrade that moves them fails there first.
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -36,6 +40,17 @@ import gmqtt
 from gmqtt.mqtt.constants import MQTTCommands
 
 _PUBACK = struct.Struct("!H")
+_CLOSED_SOCKET_WRITE = "[TRYING WRITE TO CLOSED SOCKET]"
+
+
+class _QuietClosedSocketWrites(logging.Filter):
+    """Drops gmqtt's warning about a write to a connection that is already lost."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != _CLOSED_SOCKET_WRITE
+
+
+_QUIET_WRITES = _QuietClosedSocketWrites()
 
 #: (packet id, payload, topic, properties) of a QoS 1 message, in the order gmqtt passes them;
 #: a topic gmqtt could not decode as UTF-8 arrives as bytes.
@@ -53,6 +68,9 @@ class Wire:
         on_connack_code: Callable[[int], None],
     ) -> None:
         self.client = client
+        protocol_log = logging.getLogger("gmqtt.mqtt.protocol")
+        if _QUIET_WRITES not in protocol_log.filters:
+            protocol_log.addFilter(_QUIET_WRITES)
         handler = client._package_handler
         self._handler = handler
         handler._handle_qos_1_publish_packet = on_qos1
