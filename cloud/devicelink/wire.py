@@ -19,7 +19,8 @@ its packet handler that decide those, on one client instance:
   the exception of the cancelled task, raising CancelledError into the loop's handler; and a
   write that races the loss of the connection (a PUBACK, a publish in the same loop turn) is
   not logged either: gmqtt drops it, the ``Link`` logs the loss itself, and what it carried is
-  sent again (QoS 1 redelivery, the resend on the next CONNACK);
+  sent again (QoS 1 redelivery, the resend on the next CONNACK); a connection reset by the
+  broker (killed, restarted) is logged in one line, without gmqtt's traceback;
 * its reconnects keep the client's session kind (gmqtt's ``reconnect`` asks for a persistent
   session whatever the client was made with: a clean-session client such as the OCPP bridge
   would leave subscriptions at the broker after a crash).
@@ -41,16 +42,23 @@ from gmqtt.mqtt.constants import MQTTCommands
 
 _PUBACK = struct.Struct("!H")
 _CLOSED_SOCKET_WRITE = "[TRYING WRITE TO CLOSED SOCKET]"
+_CONNECTION_LOST = "[EXC: CONN LOST]"
 
 
-class _QuietClosedSocketWrites(logging.Filter):
-    """Drops gmqtt's warning about a write to a connection that is already lost."""
+class _QuietConnectionLoss(logging.Filter):
+    """Drops gmqtt's warning about a write to a connection already lost, and shortens its
+    warning about a lost connection to one line (the reason, no traceback)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.msg != _CLOSED_SOCKET_WRITE
+        if record.msg == _CLOSED_SOCKET_WRITE:
+            return False
+        if record.msg == _CONNECTION_LOST and record.exc_info:
+            record.msg, record.args = "connection lost: %s", (record.exc_info[1],)
+            record.exc_info, record.exc_text = None, None
+        return True
 
 
-_QUIET_WRITES = _QuietClosedSocketWrites()
+_QUIET_LOSS = _QuietConnectionLoss()
 
 #: (packet id, payload, topic, properties) of a QoS 1 message, in the order gmqtt passes them;
 #: a topic gmqtt could not decode as UTF-8 arrives as bytes.
@@ -69,8 +77,8 @@ class Wire:
     ) -> None:
         self.client = client
         protocol_log = logging.getLogger("gmqtt.mqtt.protocol")
-        if _QUIET_WRITES not in protocol_log.filters:
-            protocol_log.addFilter(_QUIET_WRITES)
+        if _QUIET_LOSS not in protocol_log.filters:
+            protocol_log.addFilter(_QUIET_LOSS)
         handler = client._package_handler
         self._handler = handler
         handler._handle_qos_1_publish_packet = on_qos1
