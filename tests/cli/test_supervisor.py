@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -98,3 +99,28 @@ def test_the_broker_probe_is_a_real_mqtt_connect(link: Link) -> None:
     assert mqtt_ping(endpoint)
     assert not mqtt_ping(dataclasses.replace(endpoint, password="not-the-password"))
     assert not mqtt_ping(dataclasses.replace(endpoint, port=free_port()))
+
+
+def test_the_children_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    """kill -9 of `ampfleet up` itself leaves no child holding the ports of the next start."""
+    script = (
+        "import sys\n"
+        "from cloud.cli.supervisor import Child, Supervisor\n"
+        f"argv = [sys.executable, '-c', {STAND_IN!r}, {str(tmp_path / 'stopped')!r}, 'x']\n"
+        "Supervisor([Child('stand-in', argv, stage=0)], say=print).run()\n"
+    )
+    supervisor = subprocess.Popen([sys.executable, "-c", script])
+    ready = Path(f"{tmp_path / 'stopped'}.ready")
+    wait_for(lambda: ready.exists() and bool(ready.read_text().split()), "the child ready")
+    child = int(ready.read_text().split()[0])
+    supervisor.kill()
+    supervisor.wait()
+
+    def gone() -> bool:
+        try:  # dead, or a zombie its new parent has not reaped yet
+            return Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        except FileNotFoundError:
+            return True
+
+    wait_for(gone, "the child to end")
+    assert (tmp_path / "stopped").read_text().split() == ["x"]  # by SIGTERM, cleanly
