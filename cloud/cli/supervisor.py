@@ -144,6 +144,10 @@ class Supervisor:
     def stop(self) -> None:
         """Stop the children stage by stage: SIGTERM, wait, SIGKILL after the stage's timeout."""
         self.stopping = True
+        if not any(child.running() for child in self.children):
+            return
+        order = sorted(self.children, key=lambda child: child.stage)
+        self._say("stopping " + ", ".join(child.name for child in order))
         for stage in sorted({child.stage for child in self.children}):
             group = [c for c in self.children if c.stage == stage and c.running()]
             for child in group:
@@ -161,6 +165,7 @@ class Supervisor:
                 if child.process is not None:
                     _kill_group(child.process.pid)
                     child.process.wait()
+        self._say("stopped")
 
 
 def _kill_group(pgid: int) -> None:
