@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import errno
 import os
-import signal
 import socket
-import subprocess
+import ssl
+import struct
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import click
 
 from cloud.cli.common import load_settings, prepare_database
 from cloud.settings import Settings
+
+if TYPE_CHECKING:
+    from cloud.cli.supervisor import Child
+    from cloud.devicelink.endpoint import Endpoint
 
 
 def gunicorn_options(settings: Settings, bind: str | None, workers: int | None) -> dict[str, Any]:
@@ -68,10 +74,13 @@ def api(bind: str | None, workers: int | None) -> None:
 def up(port: int | None) -> None:
     """Start the embedded platform until Ctrl-C: migrate, seed, then run the MQTT broker, the
     API, the ingest, status, configuration and charging workers, the OCPP bridge and a few
-    simulated chargers."""
+    simulated chargers; restart any of them that dies."""
+    from cloud.cli.supervisor import Supervisor
+
     if port is not None:
         os.environ["AMPFLEET_API_PORT"] = str(port)
     settings = load_settings()
+    _check_ports(settings)
     click.echo(f"ampfleet: data in {settings.data_path.resolve()}")
     prepare_database(settings).engine.dispose()
     base = settings.public_url
@@ -85,68 +94,137 @@ def up(port: int | None) -> None:
     click.echo(
         f"  MQTT broker    {settings.broker_url}  (devices authenticate with their credentials)\n"
         f"  OCPP chargers  ws://{settings.ocpp_host}:{settings.ocpp_port}/ocpp/<charger id>"
-        "  (1.6J and 2.0.1, docs/ocpp.md)\n"
+        "  (1.6J and 2.0.1, docs/ocpp.md)"
     )
-    command = [sys.executable, "-m", "cloud.cli"]
-    children: list[subprocess.Popen[bytes]] = []
-    if settings.broker == "embedded":
-        children.append(subprocess.Popen([*command, "broker", "run"]))
-        _wait_for_port(settings.broker_url, children[0])
-    children.append(subprocess.Popen([*command, "api"]))
-    children.append(subprocess.Popen([*command, "worker", "ingest"]))
-    # One metrics port per host: the ingest worker has it; the status worker's counters are
-    # visible through the API's fleet gauges.
-    children.append(subprocess.Popen([*command, "worker", "status", "--metrics-port", "0"]))
-    children.append(subprocess.Popen([*command, "worker", "config", "--metrics-port", "0"]))
-    children.append(subprocess.Popen([*command, "worker", "charging", "--metrics-port", "0"]))
-    children.append(subprocess.Popen([*command, "worker", "ocpp", "--metrics-port", "0"]))
     if settings.simulated_chargers:
-        simulate = [*command, "simulate", "--devices", str(settings.simulated_chargers)]
-        children.append(subprocess.Popen(simulate))
         click.echo(
             f"  simulated      {settings.simulated_chargers} chargers, organization 'simulated'"
-            " (AMPFLEET_SIMULATED_CHARGERS=0: none)\n"
+            " (AMPFLEET_SIMULATED_CHARGERS=0: none)"
         )
-    _supervise(children)
+    click.echo("  Ctrl-C stops them all; a process that dies is restarted.\n")
+    supervisor = Supervisor(platform_children(settings))
+    supervisor.install_signal_handlers()
+    supervisor.run()
 
 
-def _wait_for_port(url: str, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    """Wait until the broker accepts TCP connections (the workers connect right away)."""
-    parts = urlsplit(url)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            socket.create_connection(
-                (parts.hostname or "127.0.0.1", parts.port or 1883), timeout=1
-            ).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise click.ClickException(f"the broker did not come up on {url}")
+def platform_children(settings: Settings) -> list[Child]:
+    """The processes of the embedded platform, in start order, with their stop stages: the
+    devices' side (simulated chargers, OCPP bridge), the API, the broker (it hands what it
+    still queues to the workers, hence before them, with time to do it), the workers."""
+    from cloud.cli.supervisor import Child
+    from cloud.devicelink.endpoint import service_endpoint
+
+    command = [sys.executable, "-m", "cloud.cli"]
+    children: list[Child] = []
+    if settings.broker == "embedded":
+        endpoint = service_endpoint(settings)
+        children.append(
+            Child(
+                "broker",
+                [*command, "broker", "run"],
+                stage=3,
+                stop_timeout=10,
+                ready=lambda alive: wait_for_broker(endpoint, alive),
+            )
+        )
+    children.append(Child("API", [*command, "api"], stage=2))
+    children.append(Child("ingest worker", [*command, "worker", "ingest"], stage=4))
+    # One metrics port per host: the ingest worker has it; the other workers' counters are
+    # visible through the API's fleet gauges.
+    for role in ("status", "config", "charging"):
+        argv = [*command, "worker", role, "--metrics-port", "0"]
+        children.append(Child(f"{role} worker", argv, stage=4))
+    ocpp = [*command, "worker", "ocpp", "--metrics-port", "0"]
+    children.append(Child("OCPP bridge", ocpp, stage=1))
+    if settings.simulated_chargers:
+        simulate = [*command, "simulate", "--devices", str(settings.simulated_chargers)]
+        children.append(Child("simulator", simulate, stage=0))
+    return children
 
 
-def _supervise(children: list[subprocess.Popen[bytes]]) -> None:
-    """Wait until a child dies or we are told to stop; then stop every child."""
-    stopping = False
+def _check_ports(settings: Settings) -> None:
+    """Refuse to start, naming the port and its setting, when a listener's port is taken
+    (another ``ampfleet up``, a system Mosquitto...): before anything starts."""
+    wanted = [(settings.api_host, settings.api_port, "AMPFLEET_API_PORT")]
+    if settings.broker == "embedded":
+        broker = urlsplit(settings.broker_url)
+        host = broker.hostname or "127.0.0.1"
+        wanted.append((host, broker.port or 1883, "AMPFLEET_BROKER_URL"))
+        if settings.broker_tls_port:
+            wanted.append((host, settings.broker_tls_port, "AMPFLEET_BROKER_TLS_PORT"))
+    wanted.append((settings.ocpp_host, settings.ocpp_port, "AMPFLEET_OCPP_PORT"))
+    if settings.metrics_port:
+        wanted.append((settings.metrics_host, settings.metrics_port, "AMPFLEET_METRICS_PORT"))
+    problems = [
+        problem
+        for host, port, variable in wanted
+        if (problem := port_problem(host, port, variable)) is not None
+    ]
+    if problems:
+        raise click.ClickException("; ".join(problems))
 
-    def stop(_signum: int, _frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+def port_problem(host: str, port: int, variable: str) -> str | None:
+    """Why nothing can listen on ``host:port`` (None when something can)."""
     try:
-        while not stopping and all(child.poll() is None for child in children):
-            time.sleep(0.2)
-    finally:
-        for child in children:
-            if child.poll() is None:
-                child.terminate()
-        for child in children:
-            try:
-                child.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                child.kill()
-    failed = [c for c in children if c.returncode not in (0, -signal.SIGTERM)]
-    if failed and not stopping:
-        raise click.ClickException(f"a platform process exited with {failed[0].returncode}")
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            # As the servers themselves bind: a port in TIME_WAIT is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return f"port {port} is in use: another ampfleet up? set {variable}"
+        return f"cannot listen on {host}:{port} ({exc.strerror or exc}): set {variable}"
+    return None
+
+
+def wait_for_broker(endpoint: Endpoint, alive: Callable[[], bool], timeout: float = 60) -> bool:
+    """Wait until the broker answers an MQTT CONNECT of the service account (a bare TCP probe
+    makes amqtt log a failed session); False when ``alive`` turns false or time is up."""
+    deadline = time.monotonic() + timeout
+    while alive() and time.monotonic() < deadline:
+        if mqtt_ping(endpoint):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def mqtt_ping(endpoint: Endpoint, timeout: float = 5) -> bool:
+    """Whether the broker accepts the endpoint's credentials: CONNECT, CONNACK, DISCONNECT."""
+    try:
+        with socket.create_connection((endpoint.host, endpoint.port), timeout=timeout) as raw:
+            context = endpoint.ssl_context()
+            conn = (
+                context.wrap_socket(raw, server_hostname=endpoint.host)
+                if isinstance(context, ssl.SSLContext)
+                else raw
+            )
+            conn.sendall(connect_packet(f"ampfleet-up-{os.getpid()}", endpoint))
+            connack = conn.recv(4)
+            if connack[:1] == b"\x20":
+                conn.sendall(b"\xe0\x00")  # DISCONNECT: leave without firing anything
+            return connack[:2] == b"\x20\x02" and connack[3:4] == b"\x00"
+    except OSError:
+        return False
+
+
+def connect_packet(client_id: str, endpoint: Endpoint) -> bytes:
+    """An MQTT 3.1.1 CONNECT (clean session, user name and password; 3.1)."""
+
+    def field(text: str) -> bytes:
+        data = text.encode()
+        return struct.pack("!H", len(data)) + data
+
+    variable = field("MQTT") + bytes([4, 0xC2]) + struct.pack("!H", 10)
+    body = variable + field(client_id) + field(endpoint.username) + field(endpoint.password)
+    length = b""
+    remaining = len(body)
+    while True:  # the remaining length, 7 bits a byte (2.2.3)
+        byte, remaining = remaining % 128, remaining // 128
+        length += bytes([byte | (0x80 if remaining else 0)])
+        if not remaining:
+            break
+    return b"\x10" + length + body

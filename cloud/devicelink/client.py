@@ -163,6 +163,7 @@ class Link:
             await self._client.disconnect()
         except Exception as exc:  # already gone: nothing left to close cleanly
             log.debug("disconnect: %s", exc)
+        self._wire.stop_reconnecting()  # lost before (the broker stopped first): one is pending
         self._fail_pending("the link was closed")
 
     # -- subscriptions ------------------------------------------------------------------------

@@ -12,6 +12,15 @@ its packet handler that decide those, on one client instance:
 * SUBSCRIBE / UNSUBSCRIBE go out through the connection, without gmqtt's bookkeeping (the
   ``Link`` keeps its own registry and restates it on every CONNACK);
 * ``publish`` returns the packet id gmqtt's ``Client.publish`` keeps to itself;
+* a DISCONNECT is written only to a connection still open (gmqtt writes one before each
+  reconnect and on ``disconnect``, logging "[TRYING WRITE TO CLOSED SOCKET]" once the broker
+  is gone), and its reconnects are tracked so that ``stop_reconnecting`` can cancel them; a
+  reconnect cancelled so (or by the loop's end) is no error: gmqtt's done-callback would read
+  the exception of the cancelled task, raising CancelledError into the loop's handler; and a
+  write that races the loss of the connection (a PUBACK, a publish in the same loop turn) is
+  not logged either: gmqtt drops it, the ``Link`` logs the loss itself, and what it carried is
+  sent again (QoS 1 redelivery, the resend on the next CONNACK); a connection reset by the
+  broker (killed, restarted) is logged in one line, without gmqtt's traceback;
 * its reconnects keep the client's session kind (gmqtt's ``reconnect`` asks for a persistent
   session whatever the client was made with: a clean-session client such as the OCPP bridge
   would leave subscriptions at the broker after a crash).
@@ -23,6 +32,7 @@ give against real brokers, so a gmqtt upgrade that moves them fails there first.
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +41,24 @@ import gmqtt
 from gmqtt.mqtt.constants import MQTTCommands
 
 _PUBACK = struct.Struct("!H")
+_CLOSED_SOCKET_WRITE = "[TRYING WRITE TO CLOSED SOCKET]"
+_CONNECTION_LOST = "[EXC: CONN LOST]"
+
+
+class _QuietConnectionLoss(logging.Filter):
+    """Drops gmqtt's warning about a write to a connection already lost, and shortens its
+    warning about a lost connection to one line (the reason, no traceback)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == _CLOSED_SOCKET_WRITE:
+            return False
+        if record.msg == _CONNECTION_LOST and record.exc_info:
+            record.msg, record.args = "connection lost: %s", (record.exc_info[1],)
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+_QUIET_LOSS = _QuietConnectionLoss()
 
 #: (packet id, payload, topic, properties) of a QoS 1 message, in the order gmqtt passes them;
 #: a topic gmqtt could not decode as UTF-8 arrives as bytes.
@@ -48,6 +76,9 @@ class Wire:
         on_connack_code: Callable[[int], None],
     ) -> None:
         self.client = client
+        protocol_log = logging.getLogger("gmqtt.mqtt.protocol")
+        if _QUIET_LOSS not in protocol_log.filters:
+            protocol_log.addFilter(_QUIET_LOSS)
         handler = client._package_handler
         self._handler = handler
         handler._handle_qos_1_publish_packet = on_qos1
@@ -80,10 +111,51 @@ class Wire:
 
         client._create_connection = create_connection
 
+        original_disconnect = client._disconnect
+
+        async def disconnect(reason_code: int = 0, **properties: Any) -> None:
+            connection = client._connection
+            if connection is None or not connection.is_closing():
+                await original_disconnect(reason_code, **properties)
+                return
+            client._connection = None  # the rest of gmqtt's bookkeeping, without the write
+            try:
+                await original_disconnect(reason_code, **properties)
+            finally:
+                client._connection = connection
+
+        client._disconnect = disconnect
+        self._reconnects: set[asyncio.Task[Any]] = set()
+        original_reconnect = client.reconnect
+
+        async def reconnect(delay: bool = False) -> None:
+            task = asyncio.current_task()
+            if task is not None:
+                self._reconnects.add(task)
+                task.add_done_callback(self._reconnects.discard)
+            await original_reconnect(delay=delay)
+
+        # The handler calls its own reference; a failed reconnect schedules ``self.reconnect``.
+        client.reconnect = reconnect
+        handler._reconnect_callback = reconnect
+        original_report = handler._handle_exception_in_future
+
+        def report(future: asyncio.Future[Any], msg: str | None = None) -> None:
+            if not future.cancelled():
+                original_report(future, msg)
+
+        handler._handle_exception_in_future = report
+
     @property
     def connected(self) -> bool:
         """Whether the connection is up and its CONNACK received."""
         return bool(self.client.is_connected)
+
+    def stop_reconnecting(self) -> None:
+        """Cancel a pending reconnect (after ``disconnect``, which stops new ones): one asleep in
+        its back-off would otherwise connect again after the close."""
+        for task in list(self._reconnects):
+            task.cancel()
 
     def puback(self, mid: int) -> None:
         """Send the PUBACK of ``mid`` on the current connection."""

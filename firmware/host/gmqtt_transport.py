@@ -37,6 +37,17 @@ _QUIET = logging.getLogger(__name__ + ".gmqtt")
 _QUIET.setLevel(logging.CRITICAL)
 
 
+class _NoLossWarnings(logging.Filter):
+    """gmqtt's protocol warns (with a traceback) when a broker resets the connection, and on a
+    write that races the loss; the firmware link reports its own state instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg not in ("[EXC: CONN LOST]", "[TRYING WRITE TO CLOSED SOCKET]")
+
+
+_NO_LOSS_WARNINGS = _NoLossWarnings()
+
+
 class GmqttTransport(MqttTransport):
     """One device's MQTT connection; every call is made on the loop that runs the fleet."""
 
@@ -87,6 +98,9 @@ class GmqttTransport(MqttTransport):
             self._events.append(("failed", False))  # no Wi-Fi: nothing to connect over
             return
         if self._client is None:
+            protocol_log = logging.getLogger("gmqtt.mqtt.protocol")
+            if _NO_LOSS_WARNINGS not in protocol_log.filters:
+                protocol_log.addFilter(_NO_LOSS_WARNINGS)
             will = gmqtt.Message(will_topic, will_payload, qos=1, retain=True)
             client = gmqtt.Client(client_id, clean_session=False, will_message=will, logger=_QUIET)
             client.set_auth_credentials(self.username, self.password)

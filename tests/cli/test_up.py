@@ -3,6 +3,7 @@ and `ampfleet api` serving HTTPS with a certificate."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import json
@@ -265,3 +266,196 @@ def test_api_serves_https_when_given_a_certificate(tmp_path: Path) -> None:
             call("GET", f"http://127.0.0.1:{port}/healthz")  # no plain HTTP on that listener
     finally:
         stop(process)
+
+
+# -- supervision: Ctrl-C, kill -9, a port in use ---------------------------------------------------
+# One `ampfleet up` serves the tests below, in file order: it is used, each kind of child is
+# killed in turn, and it is stopped with Ctrl-C as a person would, its whole output kept.
+
+CHILD_KINDS = ("broker", "api", "ingest", "status", "config", "charging", "ocpp", "simulate")
+NOISE = ("Traceback", "TRYING WRITE TO CLOSED SOCKET", "Failed to initialize client session")
+
+
+class Platform:
+    """A running `ampfleet up` in its own session, as in a terminal, its output in a file."""
+
+    def __init__(self, cwd: Path) -> None:
+        self.cwd = cwd
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "AMPFLEET_API_PORT": str(self.port),
+            "AMPFLEET_API_WORKERS": "1",
+            "AMPFLEET_BROKER_URL": f"mqtt://127.0.0.1:{free_port()}",
+            "AMPFLEET_METRICS_PORT": str(free_port()),
+            "AMPFLEET_OCPP_PORT": str(free_port()),
+        }
+        self.log = cwd / "up.log"
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [AMPFLEET, "up"],
+                cwd=cwd,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.api = f"{self.base}/api/v1"
+        self._token = ""
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def ctrl_c(self) -> int:
+        """What the terminal does on Ctrl-C: SIGINT to the foreground process group."""
+        os.killpg(self.process.pid, signal.SIGINT)
+        return self.process.wait(timeout=90)
+
+    def token(self) -> str:
+        if not self._token:
+            password = (self.cwd / ".ampfleet" / "initial-admin-password").read_text().strip()
+            form = {"grant_type": "password", "username": "admin@ampfleet.local"}
+            status, tokens, _ = call(
+                "POST", f"{self.api}/auth/token", form={**form, "password": password}
+            )
+            assert status == 200, tokens
+            self._token = tokens["access_token"]
+        return self._token
+
+    def children(self) -> dict[str, int]:
+        """The kind of each child of `up` (from its command line) and its pid."""
+        found: dict[str, int] = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid != self.process.pid:
+                continue
+            words = [a.decode() for a in argv if a]
+            kind = words[words.index("cloud.cli") + 1] if "cloud.cli" in words else "?"
+            if kind in ("worker", "broker"):
+                kind = words[words.index("cloud.cli") + 2] if kind == "worker" else "broker"
+            found[kind] = int(entry.name)
+        return found
+
+    def latest_meter(self, device: str) -> dict[str, Any]:
+        status, body, _ = call(
+            "GET", f"{self.api}/devices/{device}/telemetry/latest?node=meter", token=self.token()
+        )
+        return body["values"] if status == 200 else {}
+
+
+def _healthy(platform: Platform) -> bool:
+    try:
+        return call("GET", f"{platform.base}/healthz")[0] == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+def _newest_sample(values: dict[str, Any]) -> dt.datetime | None:
+    stamps = [dt.datetime.fromisoformat(v["ts"]) for v in values.values() if v.get("ts")]
+    return max(stamps) if stamps else None
+
+
+def _wait(what: str, condition: Any, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def supervised(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    platform = Platform(tmp_path_factory.mktemp("up"))
+    try:
+        _wait("the API", lambda: platform.process.poll() is not None or _healthy(platform))
+        assert platform.process.poll() is None, platform.output()
+        yield platform
+    finally:
+        if platform.process.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                platform.ctrl_c()
+        if platform.process.poll() is None:
+            os.killpg(platform.process.pid, signal.SIGKILL)
+
+
+def test_up_serves_its_simulated_chargers(supervised: Platform) -> None:
+    """Used as a person would for a minute: a token, the devices, a charger's telemetry."""
+    started = time.monotonic()
+    token = supervised.token()
+    status, devices, _ = call("GET", f"{supervised.api}/devices", token=token)
+    assert status == 200
+    assert {"sim-00001", "sim-00002", "sim-00003"} <= {d["id"] for d in devices}
+    _wait("telemetry of sim-00001", lambda: "energy_wh" in supervised.latest_meter("sim-00001"))
+    while time.monotonic() - started < 60:
+        assert call("GET", f"{supervised.api}/devices", token=token)[0] == 200
+        assert supervised.latest_meter("sim-00001")["voltage_l1_v"]["value"] > 200
+        time.sleep(2)
+
+
+@pytest.mark.parametrize("kind", CHILD_KINDS)
+def test_up_restarts_a_child_killed_with_sigkill(supervised: Platform, kind: str) -> None:
+    """kill -9 of one child: it comes back, the others keep their pids (and serve)."""
+    before = supervised.children()
+    assert set(before) == set(CHILD_KINDS), before
+    killed_at = dt.datetime.now(dt.UTC)
+    os.kill(before[kind], signal.SIGKILL)
+
+    def back() -> bool:
+        if kind != "api":
+            assert _healthy(supervised), f"the API stopped answering after {kind} was killed"
+        now = supervised.children()
+        return kind in now and now[kind] != before[kind]
+
+    _wait(f"{kind} to come back", back)
+    after = supervised.children()
+    assert {k: p for k, p in after.items() if k != kind} == {
+        k: p for k, p in before.items() if k != kind
+    }
+    _wait("the API", lambda: _healthy(supervised))
+    if kind in ("broker", "ingest", "simulate"):
+        # The devices reconnect (to the new broker) and their telemetry flows again.
+        def fresh() -> bool:
+            newest = _newest_sample(supervised.latest_meter("sim-00001"))
+            return newest is not None and newest > killed_at
+
+        _wait(f"telemetry after the {kind} came back", fresh, timeout=120)
+
+
+def test_up_stops_on_ctrl_c_without_a_traceback(supervised: Platform) -> None:
+    code = supervised.ctrl_c()
+    output = supervised.output()
+    assert code == 0, output
+    for noise in NOISE:
+        assert noise not in output, output
+    assert "ingest worker exited with -9; restarting in 1 s" in output
+    assert not supervised.children()
+
+
+def test_up_refuses_a_port_in_use_before_starting(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            **os.environ,
+            "AMPFLEET_API_PORT": str(port),
+            "AMPFLEET_BROKER_URL": f"mqtt://127.0.0.1:{free_port()}",
+            "AMPFLEET_METRICS_PORT": str(free_port()),
+            "AMPFLEET_OCPP_PORT": str(free_port()),
+        }
+        result = subprocess.run(
+            [AMPFLEET, "up"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+        )
+    assert result.returncode != 0
+    assert f"port {port} is in use: another ampfleet up? set AMPFLEET_API_PORT" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert "Not authorized" not in result.stderr + result.stdout
+    assert not (tmp_path / ".ampfleet").exists()  # nothing started, nothing created

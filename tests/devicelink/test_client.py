@@ -3,6 +3,7 @@ refused credentials, a failing handler, short-lived publishing and ending a sess
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from collections.abc import Callable
@@ -105,3 +106,26 @@ def test_a_clean_session_link_resubscribes_after_the_broker_restarts(tmp_path: P
                     device.publish(topic, b"after the restart")
                     time.sleep(0.2)
         assert seen and seen[0] == b"after the restart"
+
+
+def test_closing_a_link_whose_broker_is_gone_is_quiet(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The broker stops first (as on Ctrl-C of `ampfleet up`), then the service: no DISCONNECT
+    written to the closed socket, no traceback of the reconnect that close cancels."""
+    caplog.set_level(logging.DEBUG)
+    with Mosquitto(tmp_path / "mosquitto") as server:
+        endpoint = Endpoint(
+            server.host, server.port, False, server.service_user, server.service_password
+        )
+        service = ThreadedLink(endpoint, f"svc-{secrets.token_hex(4)}", first_delay=5)
+        with service:
+            service.wait_connected()
+            server.stop()
+            wait_for(lambda: not service.connected.is_set(), "the loss seen")
+            time.sleep(0.5)  # gmqtt's reconnect has begun: asleep in its back-off
+        assert service.link.generation == 1
+    logged = caplog.text
+    assert "TRYING WRITE TO CLOSED SOCKET" not in logged
+    assert "Traceback" not in logged and "CancelledError" not in logged
+    assert not [r for r in caplog.records if r.exc_info], logged
