@@ -103,6 +103,10 @@ class DeviceSession:
         self.config: dict[str, Any] = {}  # settings in force
         self.refused: dict[int, dict[str, str]] = {}  # version -> refused parameter -> reason
         self.results: OrderedDict[str, bytes] = OrderedDict()  # command id -> final result
+        # config.apply commands whose desired version has not arrived yet: version -> command
+        # ids. The command and the retained desired set travel on two topics, and a resumed
+        # session delivers its queued command before the retained set the SUBSCRIBE brings.
+        self.awaiting: dict[int, list[str]] = {}
         self.energy_wh = 0.0
         self._last_sample_ms = started_ms
         self._settings = {p.id: p for p in family.parameters if p.kind == "setting"}
@@ -190,12 +194,23 @@ class DeviceSession:
         earlier = self.results.get(command.id)
         if earlier is not None:  # QoS 1 redelivery: answer again, do not run again (4.5)
             return [Outgoing(topics.CMD_RESULT, earlier)]
+        if command.name == CONFIG_APPLY and not command.expired(now_ms):
+            version = command.args.get("version")
+            if isinstance(version, int) and version > self.config_version:
+                self.awaiting.setdefault(version, []).append(command.id)
+                return []  # answered when that version arrives (_desired)
         status, reason, result = self._run(command, now_ms)
-        answer = contract.encode_command_result(command.id, status, result=result, reason=reason)
-        self.results[command.id] = answer
+        return [self._result(command.id, status, reason, result)]
+
+    def _result(
+        self, command_id: str, status: str, reason: str | None, result: dict[str, Any] | None
+    ) -> Outgoing:
+        """The final answer to a command, remembered for a redelivery."""
+        answer = contract.encode_command_result(command_id, status, result=result, reason=reason)
+        self.results[command_id] = answer
         while len(self.results) > REMEMBERED_COMMANDS:
             self.results.popitem(last=False)
-        return [Outgoing(topics.CMD_RESULT, answer)]
+        return Outgoing(topics.CMD_RESULT, answer)
 
     def _run(
         self, command: contract.Command, now_ms: int
@@ -204,14 +219,7 @@ class DeviceSession:
         if command.expired(now_ms):
             return "rejected", "expired", None
         if command.name == CONFIG_APPLY:
-            version = command.args.get("version")
-            if version != self.config_version:
-                return "error", f"desired version {version} not received", None
-            refused = self.refused.get(self.config_version)
-            if refused:
-                reasons = "; ".join(f"{k}: {v}" for k, v in sorted(refused.items()))
-                return "rejected", reasons[:256], None
-            return "ok", None, {"version": self.config_version}
+            return self._applied(command.args.get("version"))
         declared = self._commands.get(command.name)
         if declared is None:
             return "rejected", "unknown_command", None
@@ -223,6 +231,16 @@ class DeviceSession:
         if any(a.required and a.id not in command.args for a in declared.args):
             return "rejected", "bad_args", None
         return "ok", None, None
+
+    def _applied(self, version: object) -> tuple[str, str | None, dict[str, Any] | None]:
+        """The answer to ``config.apply`` of ``version``."""
+        if version != self.config_version:
+            return "error", f"desired version {version} is not the one in force", None
+        refused = self.refused.get(self.config_version)
+        if refused:
+            reasons = "; ".join(f"{k}: {v}" for k, v in sorted(refused.items()))
+            return "rejected", reasons[:256], None
+        return "ok", None, {"version": self.config_version}
 
     def _desired(self, payload: bytes, now_ms: int) -> list[Outgoing]:
         desired = contract.decode_config(payload)
@@ -247,6 +265,9 @@ class DeviceSession:
         in_force = {name: self.config[name] for name in desired.values if name in self.config}
         reported = contract.encode_config(desired.version, in_force)
         out.append(Outgoing(topics.CONFIG_REPORTED, reported, retain=True))
+        for version in sorted(v for v in self.awaiting if v <= desired.version):
+            for command_id in self.awaiting.pop(version):
+                out.append(self._result(command_id, *self._applied(version)))
         return out
 
     def _ota(self, payload: bytes) -> list[Outgoing]:

@@ -121,6 +121,13 @@ def test_desired_configuration_is_applied_reported_and_confirmed() -> None:
     session.receive(topics.CONFIG_DESIRED, fine, NOW)
     apply = contract.encode_command("cfg-8", "config.apply", {"version": 8})
     assert _answer(session.receive(topics.CMD, apply, NOW)).status == "ok"
+    # A resumed session may deliver the command before the retained set: answered on arrival.
+    early = contract.encode_command("cfg-9", "config.apply", {"version": 9})
+    assert session.receive(topics.CMD, early, NOW) == []
+    out = session.receive(topics.CONFIG_DESIRED, contract.encode_config(9, {"phases": 3}), NOW)
+    assert [o.channel for o in out] == [topics.CONFIG_REPORTED, topics.CMD_RESULT]
+    answer = contract.decode_command_result(out[1].payload)
+    assert (answer.id, answer.status) == ("cfg-9", "ok")
     # An empty retained payload clears the topic; it is not a message.
     assert session.receive(topics.CONFIG_DESIRED, b"", NOW) == []
 
