@@ -1,5 +1,6 @@
 """The README's first session, run as written, against the processes of `ampfleet up` (what
-`make up` runs), so that the front door cannot drift from the code.
+`make up` runs), so that the front door cannot drift from the code; then, on the same platform,
+the commands of docs/try-a-device.md.
 
 The ```sh block(s) of the section "A first session with curl" are taken from README.md and run
 by bash in a fresh directory where `ampfleet up` runs on free ports; only the API's
@@ -26,10 +27,17 @@ import pytest
 
 from tests.cli.test_up import AMPFLEET, call, free_port, wait_until_up
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+TRY_A_DEVICE = ROOT / "docs" / "try-a-device.md"
 SECTION = "A first session with curl"
 API_HOST = "localhost:8080"
 FIRMWARE = "1.0.0"  # what `ampfleet device connect` announces by default
+
+
+def sh_blocks(text: str) -> list[str]:
+    """The ```sh blocks of a Markdown text."""
+    return [block.rstrip() for block in re.findall(r"^```sh\n(.*?)^```", text, re.M | re.S)]
 
 
 def readme_session() -> str:
@@ -37,7 +45,7 @@ def readme_session() -> str:
     text = README.read_text()
     start = text.index(SECTION)
     end = text.find("\n#", start)  # the next heading ends the section
-    blocks = re.findall(r"^```sh\n(.*?)^```", text[start:end], re.M | re.S)
+    blocks = sh_blocks(text[start:end])
     assert blocks, f"no ```sh block under {SECTION!r} in README.md"
     return "\n".join(blocks)
 
@@ -53,6 +61,9 @@ class Session:
     device: dict[str, Any]
     latest: dict[str, Any]
     cwd: Path
+    script: str  # the session as run (ports substituted)
+    env: dict[str, str]
+    broker_port: int
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -87,12 +98,12 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
     """`ampfleet up` in a fresh directory, and the README's session run against it once."""
     cwd = tmp_path_factory.mktemp("readme")
     (cwd / ".venv").symlink_to(Path(AMPFLEET).parent.parent)
-    port = free_port()
+    port, broker_port = free_port(), free_port()
     env = {
         **os.environ,
         "AMPFLEET_API_PORT": str(port),
         "AMPFLEET_API_WORKERS": "1",
-        "AMPFLEET_BROKER_URL": f"mqtt://127.0.0.1:{free_port()}",
+        "AMPFLEET_BROKER_URL": f"mqtt://127.0.0.1:{broker_port}",
         "AMPFLEET_METRICS_PORT": str(free_port()),
         "AMPFLEET_OCPP_PORT": str(free_port()),
         # One simulated charger: its organization exists, as on every `make up`.
@@ -131,7 +142,9 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
             device, latest = json.loads(lines[-2]), json.loads(lines[-1])
         except (IndexError, ValueError) as exc:
             raise AssertionError(f"not two JSON answers at the end of:\n{done.stdout}") from exc
-        yield Session(api, token, done.stdout, done.stderr, device, latest, cwd)
+        yield Session(
+            api, token, done.stdout, done.stderr, device, latest, cwd, script, env, broker_port
+        )
     finally:
         _stop(process)
         log.close()
@@ -177,3 +190,103 @@ def test_the_latest_telemetry_is_the_chargers_meter(session: Session) -> None:
 def test_the_connected_charger_reads_active_with_its_firmware(session: Session) -> None:
     assert session.device["state"] == "active"
     assert session.device["firmware_version"] == FIRMWARE
+
+
+# --- docs/try-a-device.md, on the same platform, after the session ----------------------------
+
+
+def _doc_block(blocks: list[str], marker: str) -> str:
+    found = [block for block in blocks if marker in block]
+    assert len(found) == 1, f"one block of docs/try-a-device.md holding {marker!r}: {found}"
+    return found[0]
+
+
+def test_the_commands_of_try_a_device_work(session: Session) -> None:
+    """Every command of the doc, in its order; what runs until Ctrl-C is bounded, what the doc
+    runs "from another shell" runs while the first one waits."""
+    blocks = [
+        b.replace("-p 1884", f"-p {session.broker_port}")
+        for b in sh_blocks(TRY_A_DEVICE.read_text())
+    ]
+    credentials = _doc_block(blocks, "DEVICE=$(field device_id")
+    wrong = _doc_block(blocks, "# WRONG")
+    connect = _doc_block(blocks, "ampfleet device connect")
+    while_connected = _doc_block(blocks, "charging.start")
+    options = _doc_block(blocks, "BROKER=")
+    watch = _doc_block(blocks, "-i watch-$DEVICE")
+    online = _doc_block(blocks, '"state":"online"')
+    telemetry = _doc_block(blocks, "telemetry/latest")
+    receive = _doc_block(blocks, "mosquitto_rr")
+    command = _doc_block(blocks, "COMMAND=$(")
+    answer = _doc_block(blocks, "cmd/result")
+    offline = _doc_block(blocks, '"state":"offline","ts"')
+    assert len(blocks) == 12, "a new block in docs/try-a-device.md: run it here too"
+    assert "--interval 5" in connect and "mosquitto_sub" in watch
+    # The doc continues the README's session in the same shell: its sign-in and helpers, up to
+    # where it starts creating things.
+    assert "\nORG=" in session.script
+    preamble = session.script.split("\nORG=", 1)[0]
+    connect = connect.replace("--interval 5", "--interval 1 --duration 12")
+    watch = watch.replace("mosquitto_sub", "timeout 60 mosquitto_sub")
+    script = f"""
+{preamble}
+{credentials}
+{{ {wrong}
+}} 2> wrong.err
+sleep 2; kill $!; wait $! || true
+{{ {connect}
+}} > connect.out 2> connect.err &
+connected=$!
+until grep -q connected connect.err; do sleep 0.5; done
+{{ {while_connected}
+}} > while-connected.out
+wait $connected
+{options}
+{{ {watch}
+}} > watch.out &
+watching=$!
+sleep 1
+{online}
+{{ {telemetry}
+}} > latest.out
+{{ {receive}
+}} > received.out &
+receiving=$!
+sleep 2
+{command}
+wait $receiving
+{{ {answer}
+}} > answered.out
+{offline}
+sleep 1; kill $watching || true
+"""
+    done = subprocess.run(
+        ["bash", "-e", "-o", "pipefail", "-c", script],
+        cwd=session.cwd,
+        env=session.env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    device_id = session.device["id"]
+
+    def read(name: str) -> str:
+        return (session.cwd / name).read_text()
+
+    # `ampfleet device connect` answered the command and the configuration change.
+    connected = read("connect.out")
+    assert f"<- af/{device_id}/cmd " in connected and '"name":"charging.start"' in connected
+    assert '"name":"config.apply"' in connected
+    assert connected.count('"status":"ok"') >= 2
+    assert '"online":true' in read("while-connected.out")
+    # The Mosquitto clients, one connection at a time: telemetry stored, a command answered.
+    latest = json.loads(read("latest.out"))
+    assert latest["values"]["power_w"]["value"] == 7100.0
+    assert f"af/{device_id}/cmd " in read("received.out")
+    assert '"state":"succeeded"' in read("answered.out")
+    watched = read("watch.out")
+    assert '"seq":5' in watched  # mosquitto_rr's own message
+    final = call("GET", f"{session.api}/devices/{device_id}/status", token=session.admin_token)[1]
+    assert final["online"] is False  # the doc ends offline, on purpose
