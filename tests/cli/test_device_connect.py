@@ -209,3 +209,16 @@ def test_it_stops_after_its_duration_and_refused_credentials_fail(
     refused = _connect(link, device_id, "wrong-password", "--duration", "5")
     _, stderr = refused.communicate(timeout=30)
     assert refused.returncode == 1 and "refused" in stderr
+
+
+def test_a_device_that_dies_is_declared_offline_by_its_will(
+    link: Link, device: tuple[str, str, Mqtt]
+) -> None:
+    device_id, password, watcher = device
+    process = _connect(link, device_id, password, "--interval", "0.5")
+    try:
+        _until(watcher, "/telemetry")
+    finally:
+        process.kill()  # no DISCONNECT: the broker publishes the will (MQTT-3.1.2-8)
+        process.communicate(timeout=20)
+    assert _until(watcher, "/status")[-1].payload == contract.LAST_WILL
