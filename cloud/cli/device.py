@@ -319,12 +319,27 @@ async def run_device(
     stop: asyncio.Event,
 ) -> int:
     """Be the device until ``stop`` or ``duration``; 0, or 1 when the broker refused it."""
-    from cloud.devicelink.client import Link, Will
+    from cloud.devicelink.client import Link
     from cloud.devicelink.subscriptions import Message
 
-    will = Will(topics.device_topic(device_id, topics.STATUS), contract.LAST_WILL)
+    connections = 0
+
+    def connected() -> None:
+        # After every CONNACK (contract 6); the Link has restated the subscriptions already.
+        nonlocal connections
+        connections += 1
+        click.echo(f"connected (connection {connections})", err=True)
+        send(session.on_connected(_now_ms()))
+
     # A persistent session (contract 6): commands sent while it is away wait at the broker.
-    link = Link(endpoint, device_id, clean_session=False, will=will, max_delay=10.0)
+    link = Link(
+        endpoint,
+        device_id,
+        clean_session=False,
+        max_delay=10.0,
+        will=(topics.device_topic(device_id, topics.STATUS), contract.LAST_WILL),
+        on_connected=connected,
+    )
 
     def send(messages: list[Outgoing]) -> None:
         for message in messages:
@@ -353,14 +368,9 @@ async def run_device(
             click.echo(f"the broker refused {device_id}: {link.last_error}", err=True)
             return 1
         return 0  # stopped before connecting
-    seen = 0  # the connection (CONNACK) the device last announced itself on
     next_sample = time.monotonic()
     sent = 0
     while not stop.is_set():
-        if link.is_connected and link.generation != seen:
-            seen = link.generation
-            click.echo(f"connected (session {seen})", err=True)
-            send(session.on_connected(_now_ms()))
         if link.is_connected and time.monotonic() >= next_sample:
             samples = session.sample(_now_ms())
             send(samples)
