@@ -109,6 +109,7 @@ class DeviceSession:
         self.awaiting: dict[int, list[str]] = {}
         self.energy_wh = 0.0
         self._last_sample_ms = started_ms
+        self._three_phase = any(p.id == "current_l3_a" for p in family.parameters)
         self._settings = {p.id: p for p in family.parameters if p.kind == "setting"}
         self._commands = {p.id: p for p in family.parameters if p.kind == "command"}
         self._sampled: dict[str, list[tuple[str, ValueSpec]]] = {}  # node -> (parameter, spec)
@@ -135,7 +136,7 @@ class DeviceSession:
     def sample(self, now_ms: int) -> list[Outgoing]:
         """One telemetry message per node that measures something, with plausible values."""
         seconds = (now_ms - self.started_ms) / 1000
-        phases = 3 if "current_l3_a" in self.family_ids else 1
+        phases = 3 if self._three_phase else 1
         power_w = round(phases * _PHASE_POWER_W * (0.99 + 0.01 * math.sin(seconds / 3)), 1)
         self.energy_wh += power_w * (now_ms - self._last_sample_ms) / 3_600_000
         self._last_sample_ms = now_ms
@@ -163,11 +164,6 @@ class DeviceSession:
                 self.seq += 1
                 messages.append(Outgoing(topics.TELEMETRY, payload))
         return messages
-
-    @property
-    def family_ids(self) -> set[str]:
-        """The ids of the family's parameters."""
-        return {p.id for p in self.family.parameters}
 
     # -- what the device answers ----------------------------------------------------------------
     def receive(self, channel: str, payload: bytes, now_ms: int) -> list[Outgoing]:
