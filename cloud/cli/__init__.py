@@ -7,6 +7,7 @@ import click
 from cloud import __version__
 from cloud.cli.broker import broker
 from cloud.cli.db import db
+from cloud.cli.device import device
 from cloud.cli.firmware import firmware
 from cloud.cli.parameters import parameters
 from cloud.cli.serve import api, up
@@ -55,3 +56,4 @@ main.add_command(broker)
 main.add_command(parameters)
 main.add_command(firmware)
 main.add_command(simulate)
+main.add_command(device)
