@@ -16,8 +16,6 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
-from cloud.access import authlists as authorization
-from cloud.access.authlists import MqttAuthListPublisher
 from cloud.commands.publisher import MqttCommandPublisher
 from cloud.configuration.publisher import MqttPublisher
 from cloud.devices.status_worker import StatusWorker
@@ -37,7 +35,6 @@ PRICE = "12.5000"  # per kWh: the few Wh of a short simulated session still cost
 PUBLISHERS = {
     "ampfleet.command_publisher": MqttCommandPublisher,
     "ampfleet.config_publisher": MqttPublisher,
-    authorization.EXTENSION: MqttAuthListPublisher,
 }
 
 
