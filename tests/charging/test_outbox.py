@@ -22,7 +22,7 @@ from cloud.access import outbox
 from cloud.db import get_database
 from cloud.devicelink import client as devicelink_client
 from firmware.core import contract
-from tests.charging.test_authorization import next_list
+from tests.charging.test_authorization import Recorder, next_list
 from tests.charging.test_cards_api import Worker
 from tests.charging.test_worker import running_charging_worker, wait_for
 from tests.helpers import Client, Tenant, role_id
@@ -106,6 +106,25 @@ def test_role_assignments_and_role_edits_move_the_card(
     widened = admin.patch(f"/roles/{role['id']}", json={"permissions": ["charging:start"]})
     assert widened.status_code == 200, widened.get_json()
     assert worker.lists_of(elsewhere)[-1].tokens == {uid: None}
+
+
+def test_a_change_made_while_the_worker_publishes_is_published_next(
+    app: Flask, admin: Client, tenant: Tenant, worker: Worker
+) -> None:
+    device_id = tenant.device()["id"]
+    user, _ = tenant.user("operator")
+    worker.drain()  # what earlier tests left
+    first = card(admin, tenant, user["id"])
+    added: list[str] = []
+    # Another card registered while the worker's list (without it) is on its way: its request
+    # lands on a row the worker is handling, and must outlive the worker's delete.
+    worker.before_ack = lambda: added.append(card(admin, tenant, user["id"]))
+    with get_database(app).transaction() as session:
+        outbox.publish_requested(session, worker)
+    assert Recorder.lists_of(worker, device_id)[-1].tokens == {first: None}
+    with get_database(app).transaction() as session:
+        assert outbox.pending(session) >= 1
+    assert worker.lists_of(device_id)[-1].tokens == {first: None, added[0]: None}
 
 
 @pytest.fixture

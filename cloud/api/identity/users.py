@@ -9,6 +9,7 @@ from flask.views import MethodView
 from sqlalchemy import Select, or_, select
 
 from cloud.access import outbox
+from cloud.access.authlists import CHARGE
 from cloud.api.auth import current_principal, requires
 from cloud.api.blueprint import Blueprint
 from cloud.api.errors import field_error, not_found
@@ -187,7 +188,8 @@ class UserAssignments(MethodView):
             user.organization_id,
             describe(assignment),
         )
-        outbox.request_for_user(session, user.id)  # the role may let their cards charge
+        if CHARGE in assignment.role.permission_names:
+            outbox.request_for_user(session, user.id)  # their cards may charge in more places
         commit()
         return assignment
 
@@ -215,5 +217,6 @@ class UserAssignmentItem(MethodView):
         keep_a_platform_admin(
             request_session(), f"taking the role {assignment.role.name} from {user.email}"
         )
-        outbox.request_for_user(request_session(), user.id)
+        if CHARGE in assignment.role.permission_names:
+            outbox.request_for_user(request_session(), user.id)
         commit()
