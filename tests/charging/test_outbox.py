@@ -19,6 +19,7 @@ from flask import Flask
 from prometheus_client import REGISTRY
 
 from cloud.access import outbox
+from cloud.access.models import RfidCard
 from cloud.db import get_database
 from cloud.devicelink import client as devicelink_client
 from firmware.core import contract
@@ -127,6 +128,33 @@ def test_a_change_made_while_the_worker_publishes_is_published_next(
     assert worker.lists_of(device_id)[-1].tokens == {first: None, added[0]: None}
 
 
+def test_the_card_limit_still_refuses_a_list_and_the_charger_keeps_its_own(
+    app: Flask, admin: Client, tenant: Tenant, worker: Worker
+) -> None:
+    device_id = tenant.device()["id"]
+    user, _ = tenant.user("operator")
+    first = card(admin, tenant, user["id"])
+    assert worker.lists_of(device_id)[-1].tokens == {first: None}
+    with get_database(app).transaction() as session:  # 200 cards in all, no request
+        session.add_all(
+            RfidCard(organization_id=tenant.id, uid=f"{n:08X}", user_id=user["id"])
+            for n in range(contract.MAX_AUTH_TOKENS - 1)
+        )
+    refused = too_large()
+    sent = worker.count()
+    card(admin, tenant, user["id"])  # the 201st, through the API: the list is asked for
+    assert worker.count() == sent  # refused, not cut, not sent
+    assert too_large() == refused + 1
+    assert worker.lists_of(device_id)[-1].tokens == {first: None}  # it keeps the list it has
+    with get_database(app).transaction() as session:
+        assert outbox.pending(session) == 0  # handled, not asked again for ever
+
+
+def too_large() -> float:
+    found = REGISTRY.get_sample_value("ampfleet_auth_lists_refused_total", {"reason": "too_large"})
+    return found or 0.0
+
+
 @pytest.fixture
 def connections(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The client ids of every cloud MQTT connection made from now on in this process."""
@@ -191,6 +219,21 @@ def test_the_worker_publishes_assignments_and_deactivations_to_the_retained_list
         off = link.admin.patch(f"/users/{user['id']}", json={"is_active": False})
         assert off.status_code == 200
         assert next_list(charger, device_id, listed.version).tokens == {}
+
+
+def test_requests_left_while_no_worker_ran_are_published_on_start(
+    link: Link, tmp_path: Path
+) -> None:
+    device_id, password = link.device()
+    user, _ = link.tenant.user("operator")
+    uid = card(link.admin, link.tenant, user["id"])  # no worker runs: the request waits
+    with link.mqtt(device_id, password).connected() as charger:
+        assert not charger.subscribe(contract.topic(device_id, contract.AUTH_LIST)).is_failure
+        with running_charging_worker(link, tmp_path):
+            listed = next_list(charger, device_id)
+            while listed.tokens == {}:
+                listed = next_list(charger, device_id, listed.version)
+            assert listed.tokens == {uid: None}
 
 
 def test_many_chargers_lists_go_out_over_the_workers_one_connection(
