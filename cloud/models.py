@@ -1,6 +1,6 @@
 """Every record model, imported in one place so the metadata (and Alembic) sees them all."""
 
-from cloud.access.models import AuthorizationList, Invitation, RfidCard
+from cloud.access.models import AuthorizationList, AuthorizationListRequest, Invitation, RfidCard
 from cloud.audit.models import AuditEntry
 from cloud.billing.models import Tariff
 from cloud.charging.models import ChargingSession
@@ -26,6 +26,7 @@ __all__ = [
     "ApiClient",
     "AuditEntry",
     "AuthorizationList",
+    "AuthorizationListRequest",
     "Base",
     "ChargerAccess",
     "ChargingSession",

@@ -16,12 +16,16 @@ card within one organization only.
 
 ``refresh_authorization_lists`` recomputes lists, records a new version where the content
 changed (sha256 digest of the canonical list), commits, and only then publishes them retained
-on ``af/{id}/auth/list`` (QoS 1): a list is never on the broker under a version the database
-does not hold. A broker that cannot be reached leaves ``published_at`` empty, and the next
-refresh of that charger (``sweep``) sends it. A list over ``contract.MAX_AUTH_TOKENS`` is not
-cut (which cards would lose their right is nobody's choice to make here): it is refused, logged
-as an error and counted (``ampfleet_auth_lists_refused_total``), and the charger keeps the list
-it has, while the cloud's confirmation keeps refusing whoever lost the right.
+on ``af/{id}/auth/list`` (QoS 1), ``BATCH`` lists at a time with every PUBACK awaited: a list
+is never on the broker under a version the database does not hold. A broker that cannot be
+reached leaves ``published_at`` empty, and the next refresh of that charger (``sweep``) sends
+it. Only the charging worker publishes, over its one connection: the API records requests
+(``cloud.access.outbox``) in the transaction of the change.
+
+A list over ``contract.MAX_AUTH_TOKENS`` is not cut (which cards would lose their right is
+nobody's choice to make here): it is refused, logged as an error and counted
+(``ampfleet_auth_lists_refused_total``), and the charger keeps the list it has, while the
+cloud's confirmation keeps refusing whoever lost the right.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import datetime as dt
 import hashlib
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol, TypeVar
 
 from prometheus_client import Counter
@@ -39,9 +43,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from cloud.access.models import AuthorizationList, RfidCard
-from cloud.configuration.publisher import MqttPublisher
 from cloud.db import utcnow
-from cloud.devicelink.endpoint import Endpoint
 from cloud.devices.models import Device
 from cloud.identity.grants import AccessLevel, ChargerAccess
 from cloud.identity.models import Role, User
@@ -52,9 +54,9 @@ from firmware.core import contract
 log = logging.getLogger(__name__)
 
 CHARGE = "charging:start"
-EXTENSION = "ampfleet.auth_list_publisher"  # where an app keeps its publisher (tests swap it)
 CHUNK = 500  # ids per IN (...): far below SQLite's variable limit
 ROUNDS = 3  # publish attempts when a concurrent refresh overtook ours (see _publish)
+BATCH = 100  # lists per publish: sent together, then every PUBACK awaited
 
 REFUSED = Counter(
     "ampfleet_auth_lists_refused_total",
@@ -67,33 +69,17 @@ T = TypeVar("T")
 
 
 class AuthListPublisher(Protocol):
-    """Puts a charger's authorization list on the broker, retained."""
+    """Puts chargers' authorization lists on the broker, retained."""
 
-    def send(self, device_id: str, payload: bytes) -> bool:
-        """True once the broker acknowledged the list; False (logged) otherwise."""
+    def send_all(self, lists: Sequence[tuple[str, bytes]]) -> set[str]:
+        """Publish (device id, payload) pairs; the ids whose list the broker acknowledged
+        (none, logged, when it cannot be reached)."""
         ...
 
 
 def message(device_id: str, payload: bytes) -> tuple[str, bytes, bool]:
     """(topic, payload, retain) of a list: retained, the complete list (contract 4.9)."""
     return contract.topic(device_id, contract.AUTH_LIST), payload, True
-
-
-class MqttAuthListPublisher:
-    """A short-lived connection per list, as the service account (like the configuration
-    publisher, whose connection handling it shares)."""
-
-    def __init__(self, endpoint: Endpoint, timeout: float = 3.0) -> None:
-        self.endpoint = endpoint
-        self._mqtt = MqttPublisher(endpoint, timeout)
-
-    def send(self, device_id: str, payload: bytes) -> bool:
-        """Connect, publish retained at QoS 1, wait for the PUBACK, disconnect."""
-        # _publish is the configuration publisher's connect-publish-wait; composition rather
-        # than a subclass because its public ``send`` has another signature.
-        return self._mqtt._publish(
-            [message(device_id, payload)], f"authorization list of {device_id}"
-        )
 
 
 # --- who may charge ---------------------------------------------------------------------------
@@ -159,7 +145,8 @@ def _merge(tokens: Tokens, uid: str, until: int | None) -> None:
     tokens[uid] = until
 
 
-def _chunks(ids: list[T]) -> Iterator[list[T]]:
+def chunks(ids: list[T]) -> Iterator[list[T]]:
+    """``ids`` in slices small enough for one IN (...)."""
     for start in range(0, len(ids), CHUNK):
         yield ids[start : start + CHUNK]
 
@@ -189,7 +176,7 @@ def _organization_lists(
     if not holders:
         return lists
     by_scope: dict[Scope, list[int]] = defaultdict(list)
-    for chunk in _chunks(sorted(holders)):
+    for chunk in chunks(sorted(holders)):
         for user in session.scalars(select(User).where(User.id.in_(chunk))):
             scope = _role_scope(user)
             if scope != Scope(orgs=frozenset()):
@@ -256,7 +243,7 @@ def _canonical(device_id: str, tokens: Tokens) -> bytes | None:
 def _ensure_rows(session: Session, device_ids: list[str]) -> None:
     """Create missing list records (version 0, no digest) without racing another refresh: a
     plain INSERT would let the loser fail on the key (no savepoint: pysqlite's are unreliable)."""
-    for chunk in _chunks(device_ids):
+    for chunk in chunks(device_ids):
         existing = set(
             session.scalars(
                 select(AuthorizationList.device_id).where(AuthorizationList.device_id.in_(chunk))
@@ -280,7 +267,7 @@ def _record(session: Session, lists: dict[str, Tokens], force: set[str]) -> list
     ids = sorted(d for d, payload in canonical.items() if payload is not None)
     _ensure_rows(session, ids)
     pending = []
-    for chunk in _chunks(ids):
+    for chunk in chunks(ids):
         rows = session.scalars(
             select(AuthorizationList)
             .where(AuthorizationList.device_id.in_(chunk))
@@ -318,8 +305,12 @@ def _publish(
     """
     published: list[str] = []
     stale: set[str] = set()
+    acknowledged: set[str] = set()
+    for start in range(0, len(pending), BATCH):
+        batch = pending[start : start + BATCH]
+        acknowledged |= publisher.send_all([(item.device_id, item.payload) for item in batch])
     for item in pending:
-        if not publisher.send(item.device_id, item.payload):
+        if item.device_id not in acknowledged:
             log.warning(
                 "authorization list %s of %s stays unpublished until the next refresh",
                 item.version,
@@ -375,7 +366,7 @@ def refresh_authorization_lists(
     """Recompute the lists of ``device_ids``, bump the versions that changed, commit, publish
     what changed or was never published; the ids published. Commits ``session``."""
     by_organization: dict[int, set[str]] = defaultdict(set)
-    for chunk in _chunks(sorted(set(device_ids))):
+    for chunk in chunks(sorted(set(device_ids))):
         for device_id, organization_id in session.execute(
             select(Device.id, Device.organization_id).where(Device.id.in_(chunk))
         ):

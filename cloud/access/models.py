@@ -67,3 +67,23 @@ class AuthorizationList(Base):
     digest: Mapped[str] = mapped_column(String(64), default="")
     published_at: Mapped[dt.datetime | None]
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class AuthorizationListRequest(Base):
+    """A charger whose local authorization list must be recomputed and republished.
+
+    Written by the API in the transaction of the change that calls for it (a card, an access
+    row, a user's activity or roles), so that a committed change is never without its request
+    and a rolled-back one never has one; the charging worker takes the requests, publishes the
+    lists over its one connection and deletes them (``cloud.access.outbox``).
+    """
+
+    __tablename__ = "authorization_list_requests"
+
+    device_id: Mapped[str] = mapped_column(
+        ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+    )
+    # Bumped by every request: the worker deletes only the generation it handled, so a request
+    # made while it computed the list is kept for the next pass.
+    generation: Mapped[int] = mapped_column(default=1)
+    requested_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)

@@ -4,8 +4,8 @@ A ``ChargerAccess`` row makes a user an owner of a charger (uses it, sees its se
 co-owners and guests) or a guest (starts and stops sessions on it inside a validity window).
 The API scoping reads these rows through the principal (``cloud/identity/principal.py``), so an
 owner or a guest sees and acts on exactly their chargers through the ordinary device routes.
-Every change here is followed by a recomputation of the user's chargers' local authorization
-lists (contract 4.9), so that the chargers follow.
+Every change here requests a recomputation of the user's chargers' local authorization lists
+(contract 4.9, ``cloud.access.outbox``), so that the chargers follow.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cloud.access.authlists import AuthListPublisher, refresh_for_user
 from cloud.devices.models import Device
 from cloud.identity.grants import AccessLevel, ChargerAccess
 from cloud.identity.principal import Principal
@@ -120,19 +119,3 @@ def describe(row: ChargerAccess) -> dict[str, Any]:
         "level": row.level.value,
         "window": _window(row),
     }
-
-
-def refresh_lists(session: Session, user_id: int, publisher: AuthListPublisher) -> None:
-    """Recompute (and publish) the local authorization lists ``user_id``'s access may touch,
-    after a committed access change; best effort: a failure is logged, not raised.
-
-    The access change is committed first: a broker that cannot be reached leaves the list
-    unpublished, and the authorization sweep sends it later (cloud.charging.authorization).
-    """
-    try:
-        refresh_for_user(session, user_id, publisher)
-    except Exception:  # the committed change stands; the request must not fail after it
-        session.rollback()
-        log.exception(
-            "authorization lists after an access change of user %s not refreshed", user_id
-        )

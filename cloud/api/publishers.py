@@ -1,14 +1,14 @@
 """The app's publishers: one per process, kept in ``app.extensions`` (tests swap them there).
 
 Domain code takes a publisher as an argument; only the HTTP layer knows where the app keeps it.
+Authorization lists have none here: the API records requests and the charging worker publishes
+them over its own connection (``cloud.access.outbox``).
 """
 
 from __future__ import annotations
 
 from flask import current_app
 
-from cloud.access.authlists import EXTENSION as AUTH_LISTS
-from cloud.access.authlists import AuthListPublisher, MqttAuthListPublisher
 from cloud.commands.publisher import EXTENSION as COMMANDS
 from cloud.commands.publisher import CommandPublisher, MqttCommandPublisher
 from cloud.configuration.publisher import EXTENSION as DESIRED
@@ -37,13 +37,4 @@ def command_publisher() -> CommandPublisher:
     if found is None:
         found = MqttCommandPublisher(service_endpoint(_settings()))
         current_app.extensions[COMMANDS] = found
-    return found
-
-
-def auth_list_publisher() -> AuthListPublisher:
-    """The app's authorization-list publisher (the service account on ``broker_url``)."""
-    found: AuthListPublisher | None = current_app.extensions.get(AUTH_LISTS)
-    if found is None:
-        found = MqttAuthListPublisher(service_endpoint(_settings()))
-        current_app.extensions[AUTH_LISTS] = found
     return found

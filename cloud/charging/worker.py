@@ -18,6 +18,12 @@ Every ``refresh_interval`` seconds a round marks FAILED the app starts that neve
 republishes the local authorization lists of the chargers where a guest's window opened or
 closed since the last round (``cloud.access.authlists.refresh_authorization_lists``), and
 those a broker outage kept from being published (``authorization.sweep``).
+
+It is the one publisher of local authorization lists: every ``list_interval`` seconds it takes
+the requests the API recorded with its changes (``cloud.access.outbox``), recomputes those
+chargers' lists and publishes the changed ones over its one connection, a batch at a time with
+every PUBACK awaited; on start it first catches up with what was requested or left unpublished
+while no worker ran.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +43,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 
 from cloud.access import authlists as authorization
+from cloud.access import outbox
 from cloud.charging import events, sessions
 from cloud.commands import service as commands
 from cloud.commands.publisher import ConnectionCommandPublisher
@@ -54,6 +62,7 @@ log = logging.getLogger(__name__)
 
 GROUP = "charging"
 DEFAULT_REFRESH_INTERVAL = 60.0
+DEFAULT_LIST_INTERVAL = 1.0  # how often requested authorization lists are looked for
 DEFAULT_START_TIMEOUT = dt.timedelta(minutes=5)
 DEFAULT_COMMAND_TIMEOUT = dt.timedelta(minutes=5)
 # A session changed by someone else at the same moment: applying again resolves it. More than
@@ -67,6 +76,10 @@ EVENTS = Counter(
     "Charging events handled by the charging worker, by type and outcome.",
     ["type", "outcome"],
 )
+AUTH_LISTS_PUBLISHED = Counter(
+    "ampfleet_auth_lists_published_total",
+    "Local authorization lists the broker acknowledged, published by the charging worker.",
+)
 DB_RETRIES = Counter(
     "ampfleet_charging_db_retries_total",
     "Charging events applied again after a database error or a concurrent change.",
@@ -77,21 +90,23 @@ DB_RETRIES = Counter(
 class ConnectionAuthListPublisher:
     """Publishes local authorization lists (retained, contract 4.9) on the worker's connection."""
 
-    def __init__(self, connection: ThreadedLink, timeout: float = 5.0) -> None:
+    def __init__(self, connection: ThreadedLink, timeout: float = 10.0) -> None:
         self.connection = connection
         self.timeout = timeout
 
-    def send(self, device_id: str, payload: bytes) -> bool:
-        """Publish retained at QoS 1; True once the broker acknowledged it."""
-        if not self.connection.connected.is_set():
-            return False
+    def send_all(self, lists: Sequence[tuple[str, bytes]]) -> set[str]:
+        """Publish retained at QoS 1, all at once, then wait for every PUBACK; the ids
+        acknowledged (all of them, or none when any failed: a list sent twice is harmless)."""
+        if not lists or not self.connection.connected.is_set():
+            return set()
         try:
-            topic = contract.topic(device_id, contract.AUTH_LIST)
-            self.connection.publish(topic, payload, qos=1, retain=True, timeout=self.timeout)
-            return True
+            batch = [authorization.message(device_id, payload) for device_id, payload in lists]
+            self.connection.publish_all(batch, timeout=self.timeout)
         except LinkError as exc:
-            log.warning("authorization list of %s not sent: %s", device_id, exc)
-            return False
+            log.warning("%d authorization lists not sent: %s", len(lists), exc)
+            return set()
+        AUTH_LISTS_PUBLISHED.inc(len(lists))
+        return {device_id for device_id, _ in lists}
 
 
 class ChargingWorker:
@@ -105,6 +120,7 @@ class ChargingWorker:
         data_dir: Path,
         shared_subscriptions: bool,
         refresh_interval: float = DEFAULT_REFRESH_INTERVAL,
+        list_interval: float = DEFAULT_LIST_INTERVAL,
         start_timeout: dt.timedelta = DEFAULT_START_TIMEOUT,
         command_timeout: dt.timedelta = DEFAULT_COMMAND_TIMEOUT,
         max_payload_bytes: int = contract.MAX_PAYLOAD_BYTES,
@@ -113,6 +129,7 @@ class ChargingWorker:
     ) -> None:
         self.database = database
         self.refresh_interval = refresh_interval
+        self.list_interval = list_interval
         self.start_timeout = start_timeout
         self.command_timeout = command_timeout
         self.max_payload_bytes = max_payload_bytes
@@ -141,6 +158,7 @@ class ChargingWorker:
         self._threads = [
             threading.Thread(target=self._process_loop, name="charging-events", daemon=True),
             threading.Thread(target=self._refresh_loop, name="charging-refresh", daemon=True),
+            threading.Thread(target=self._lists_loop, name="charging-auth-lists", daemon=True),
         ]
         for thread in self._threads:
             thread.start()
@@ -291,6 +309,30 @@ class ChargingWorker:
                 self.refresh()
             except Exception:  # the next round retries; a dead thread never would
                 log.exception("charging refresh round failed")
+
+    def _lists_loop(self) -> None:
+        # Catch up at once on every (re)connection (requests left while no worker ran, lists
+        # a broker outage kept unpublished), then look for requests every list_interval.
+        swept = None
+        while not self._stop.is_set():
+            if self.connection.connected.is_set():
+                try:
+                    if swept != self.connection.generation:
+                        connection = self.connection.generation
+                        with self.database.transaction() as session:
+                            authorization.sweep(session, self.auth_list_publisher)
+                        swept = connection
+                    self.publish_requested_lists()
+                except Exception:  # the next pass retries; a dead thread never would
+                    log.exception("publishing requested authorization lists failed")
+            if self._stop.wait(self.list_interval):
+                return
+
+    def publish_requested_lists(self, now: dt.datetime | None = None) -> list[str]:
+        """Recompute and publish the lists the API asked for (``cloud.access.outbox``), over
+        this worker's connection, in batches; the ids published."""
+        with self.database.transaction() as session:
+            return outbox.publish_requested(session, self.auth_list_publisher, at=now)
 
     def refresh(self, now: dt.datetime | None = None) -> dict[str, list[str]]:
         """One round: failed starts, then the lists of chargers whose guest windows moved."""

@@ -21,16 +21,22 @@ log = logging.getLogger(__name__)
 def sync_catalogue(session: Session) -> None:
     """Make the permissions table equal the catalogue; create missing system roles.
 
-    Existing system roles are left as edited, except that platform-admin always holds every
-    permission, so a new permission is never out of everyone's reach.
+    Existing system roles are left as edited, except that a permission new to the catalogue
+    (not yet in the table) is given to every system role whose seed holds it, and that
+    platform-admin always holds every permission, so a new permission is never out of
+    everyone's reach. A permission already in the table that a system role lacks was taken
+    from it by an administrator: it stays taken. (Permissions added before this rule are
+    migrated: ``cloud/migrations/versions/0009``.)
     """
     stored = {p.name: p for p in session.scalars(select(Permission))}
+    new: set[str] = set()
     for name, description in CATALOGUE.items():
         if name in stored:
             stored[name].description = description
         else:
             stored[name] = Permission(name=name, description=description)
             session.add(stored[name])
+            new.add(name)
     for name in set(stored) - set(CATALOGUE):
         session.delete(stored.pop(name))
     session.flush()
@@ -47,6 +53,12 @@ def sync_catalogue(session: Session) -> None:
             session.add(role)
         elif role_name == "platform-admin":
             role.permissions = [stored[n] for n in sorted(CATALOGUE)]
+        else:
+            held = set(role.permission_names)
+            added = sorted((new & names) - held)
+            if added:
+                role.permissions = [*role.permissions, *(stored[n] for n in added)]
+                log.info("system role %s given the new permissions %s", role_name, added)
     platform = session.scalar(select(Organization).where(Organization.slug == PLATFORM_SLUG))
     if platform is None:
         session.add(Organization(slug=PLATFORM_SLUG, name="Platform operators"))

@@ -16,10 +16,10 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
-from cloud.access import authlists as authorization
-from cloud.access.authlists import MqttAuthListPublisher
+from cloud.access import outbox
 from cloud.commands.publisher import MqttCommandPublisher
 from cloud.configuration.publisher import MqttPublisher
+from cloud.db import get_database
 from cloud.devices.status_worker import StatusWorker
 from cloud.mail.backends import EXTENSION as MAILER
 from cloud.mail.backends import open_mailer
@@ -37,7 +37,6 @@ PRICE = "12.5000"  # per kWh: the few Wh of a short simulated session still cost
 PUBLISHERS = {
     "ampfleet.command_publisher": MqttCommandPublisher,
     "ampfleet.config_publisher": MqttPublisher,
-    authorization.EXTENSION: MqttAuthListPublisher,
 }
 
 
@@ -119,7 +118,19 @@ class Rig:
         """An enabled card registered to ``user_id`` by the organization's admin."""
         uid = uid or secrets.token_hex(4).upper()
         body = {"uid": uid, "user_id": user_id, "organization_id": self.link.tenant.id}
-        return self.admin.created("/cards", body)
+        created = self.admin.created("/cards", body)
+        self.lists_published()
+        return created
+
+    def lists_published(self) -> None:
+        """Wait until the charging worker has published the lists the API asked for (the API
+        returns before they are on the broker)."""
+
+        def done() -> bool:
+            with get_database(self.link.app).transaction() as session:
+                return outbox.pending(session) == 0
+
+        wait_for(done, "the requested authorization lists published")
 
     def online(self, device_id: str) -> bool:
         """Whether the cloud sees the charger online."""

@@ -9,16 +9,16 @@ import datetime as dt
 import re
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
 
-from cloud.access import authlists as authorization
-from cloud.access.authlists import MqttAuthListPublisher
 from cloud.mail.backends import EXTENSION as MAILER
 from cloud.mail.backends import open_mailer
 from firmware.core import contract
+from tests.charging.test_worker import running_charging_worker
 from tests.helpers import PASSWORD, Client, Tenant
 from tests.link import Link
 from tests.mqtt import Mqtt
@@ -186,16 +186,16 @@ def test_removing_access(api_smtp: SmtpServer, tenant: Tenant) -> None:
 
 
 @pytest.fixture
-def link_api(link: Link, smtp_server: SmtpServer) -> Iterator[Link]:
-    """``link``'s API mails through the SMTP server and publishes lists on ``link``'s broker."""
-    previous = (
-        link.app.extensions[MAILER],
-        link.app.extensions.get(authorization.EXTENSION),
-    )
+def link_api(link: Link, smtp_server: SmtpServer, tmp_path: Path) -> Iterator[Link]:
+    """``link``'s API mails through the SMTP server; the charging worker publishes the lists
+    on ``link``'s broker."""
+    previous = link.app.extensions[MAILER]
     link.app.extensions[MAILER] = open_mailer(mail_settings(smtp_server))
-    link.app.extensions[authorization.EXTENSION] = MqttAuthListPublisher(link.endpoint())
-    yield link
-    link.app.extensions[MAILER], link.app.extensions[authorization.EXTENSION] = previous
+    try:
+        with running_charging_worker(link, tmp_path):
+            yield link
+    finally:
+        link.app.extensions[MAILER] = previous
 
 
 def next_list(charger: Mqtt, device_id: str, newer_than: int = -1) -> contract.AuthList:

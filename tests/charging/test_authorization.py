@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,9 +19,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from cloud.access import authlists as authorization
 from cloud.access.authlists import (
-    MqttAuthListPublisher,
     authorization_tokens,
     may_charge,
     refresh_authorization_lists,
@@ -32,6 +31,7 @@ from cloud.db import get_database
 from cloud.devices.models import Device
 from cloud.identity.grants import AccessLevel, ChargerAccess
 from firmware.core import contract
+from tests.charging.test_worker import running_charging_worker, wait_for
 from tests.helpers import Client, Tenant
 from tests.link import Link
 from tests.mqtt import Mqtt
@@ -50,13 +50,15 @@ class Recorder:
         self.answer = True
         self.before_ack: Any = None
 
-    def send(self, device_id: str, payload: bytes) -> bool:
+    def send_all(self, lists: Sequence[tuple[str, bytes]]) -> set[str]:
         if self.before_ack is not None:
             hook, self.before_ack = self.before_ack, None
             hook()
-        if self.answer:
+        if not self.answer:
+            return set()
+        for device_id, payload in lists:
             self.sent.append((device_id, contract.decode_auth_list(payload)))
-        return self.answer
+        return {device_id for device_id, _ in lists}
 
     def lists_of(self, device_id: str) -> list[contract.AuthList]:
         return [listed for sent_to, listed in self.sent if sent_to == device_id]
@@ -368,15 +370,17 @@ def test_refresh_for_user_takes_a_lost_right_off_the_charger(
 
 
 @pytest.fixture
-def publisher(link: Link) -> Iterator[None]:
-    """The API publishes lists as the service account on ``link``'s broker."""
-    previous = link.app.extensions.get(authorization.EXTENSION)
-    # A generous timeout: under load a slow PUBACK must not look like a broker that is down.
-    link.app.extensions[authorization.EXTENSION] = MqttAuthListPublisher(
-        link.endpoint(), timeout=20.0
-    )
-    yield
-    link.app.extensions[authorization.EXTENSION] = previous
+def publisher(link: Link, tmp_path: Path) -> Iterator[None]:
+    """The charging worker publishes the lists the API asks for, on ``link``'s broker."""
+    with running_charging_worker(link, tmp_path):
+        yield
+
+
+def published_row(app: Flask, device_id: str) -> AuthorizationList | None:
+    """The list record of ``device_id`` once marked published."""
+    with session_of(app) as session:
+        row = session.get(AuthorizationList, device_id)
+        return row if row is not None and row.published_at is not None else None
 
 
 def next_list(charger: Mqtt, device_id: str, newer_than: int = -1) -> contract.AuthList:
@@ -407,10 +411,10 @@ def test_the_retained_list_reaches_the_charger_and_no_other_device(
         assert not granted.is_failure
         listed = next_list(charger, device_id)
         assert listed.tokens == {"04A1B2C3": None}
-        with session_of(link.app) as session:
-            row = session.get(AuthorizationList, device_id)
-            assert row is not None and row.version == listed.version
-            assert row.published_at is not None
+        # The worker marks it published once the broker acknowledged it (the charger may
+        # have it a moment before).
+        row = wait_for(lambda: published_row(link.app, device_id), "the list marked published")
+        assert row.version == listed.version
 
         # A change while it is connected arrives as a new version.
         disabled = link.admin.patch(f"/cards/{card['id']}", json={"enabled": False})

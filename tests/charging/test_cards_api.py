@@ -4,25 +4,43 @@ and the authorization lists that follow every change (on SQLite and MariaDB)."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from flask import Flask
 
-from cloud.access import authlists as authorization
+from cloud.access import outbox
+from cloud.db import get_database
+from firmware.core import contract
 from tests.charging.test_authorization import Recorder
 from tests.helpers import Client, Tenant
 
 
+class Worker(Recorder):
+    """The charging worker's list publishing, run whenever the test looks: what it sends for
+    the requests the API recorded (the broker and the worker's loop are tested elsewhere)."""
+
+    def __init__(self, app: Flask) -> None:
+        super().__init__()
+        self.app = app
+
+    def drain(self) -> None:
+        with get_database(self.app).transaction() as session:
+            outbox.publish_requested(session, self)
+
+    def lists_of(self, device_id: str) -> list[contract.AuthList]:
+        self.drain()
+        return super().lists_of(device_id)
+
+    def count(self) -> int:
+        self.drain()
+        return len(self.sent)
+
+
 @pytest.fixture
-def recorder(app: Flask) -> Iterator[Recorder]:
-    """The API's list publisher, recording what it sends (the broker is tested elsewhere)."""
-    previous = app.extensions.get(authorization.EXTENSION)
-    recorder = Recorder()
-    app.extensions[authorization.EXTENSION] = recorder
-    yield recorder
-    app.extensions[authorization.EXTENSION] = previous
+def recorder(app: Flask) -> Worker:
+    """What the charging worker publishes after the API's changes."""
+    return Worker(app)
 
 
 def hex_uid() -> str:
@@ -39,7 +57,7 @@ def named(response: Any, field: str, location: str = "json") -> bool:
 
 
 def test_registering_normalises_hex_uids_and_refuses_duplicates_naming_uid(
-    admin: Client, tenant: Tenant, other_tenant: Tenant, recorder: Recorder
+    admin: Client, tenant: Tenant, other_tenant: Tenant, recorder: Worker
 ) -> None:
     user, _ = tenant.user()
     created = register(admin, tenant, user["id"], uid="04a1b2c3", label="blue fob")
@@ -65,7 +83,7 @@ def test_registering_normalises_hex_uids_and_refuses_duplicates_naming_uid(
     ["", "x" * 65, "has space", "=HYPERLINK()", "-04A1", "caf\u00e9", "tab\there"],
 )
 def test_malformed_uids_are_refused_naming_uid(
-    admin: Client, tenant: Tenant, recorder: Recorder, uid: str
+    admin: Client, tenant: Tenant, recorder: Worker, uid: str
 ) -> None:
     user, _ = tenant.user()
     response = register(admin, tenant, user["id"], uid=uid)
@@ -73,7 +91,7 @@ def test_malformed_uids_are_refused_naming_uid(
 
 
 def test_the_holder_must_be_a_user_of_the_cards_organization(
-    admin: Client, tenant: Tenant, other_tenant: Tenant, recorder: Recorder
+    admin: Client, tenant: Tenant, other_tenant: Tenant, recorder: Worker
 ) -> None:
     stranger, _ = other_tenant.user()
     response = register(admin, tenant, stranger["id"])
@@ -84,7 +102,7 @@ def test_the_holder_must_be_a_user_of_the_cards_organization(
     assert moved.status_code == 422 and named(moved, "user_id")
 
 
-def test_changes_need_the_current_etag(admin: Client, tenant: Tenant, recorder: Recorder) -> None:
+def test_changes_need_the_current_etag(admin: Client, tenant: Tenant, recorder: Worker) -> None:
     user, _ = tenant.user()
     card = register(admin, tenant, user["id"]).get_json()
     path = f"/cards/{card['id']}"
@@ -106,7 +124,7 @@ def test_changes_need_the_current_etag(admin: Client, tenant: Tenant, recorder: 
     assert actions == ["card.delete", "card.update", "card.create"]
 
 
-def test_lists_filter_and_paginate(admin: Client, tenant: Tenant, recorder: Recorder) -> None:
+def test_lists_filter_and_paginate(admin: Client, tenant: Tenant, recorder: Worker) -> None:
     alice, _ = tenant.user()
     bob, _ = tenant.user()
     mine = [register(admin, tenant, alice["id"]).get_json() for _ in range(3)]
@@ -131,7 +149,7 @@ def test_lists_filter_and_paginate(admin: Client, tenant: Tenant, recorder: Reco
 
 
 def test_who_may_read_and_write_cards(
-    admin: Client, tenant: Tenant, other_tenant: Tenant, recorder: Recorder
+    admin: Client, tenant: Tenant, other_tenant: Tenant, recorder: Worker
 ) -> None:
     site = admin.created("/sites", {"name": "s-" + hex_uid(), "organization_id": tenant.id})
     operator_user, operator = tenant.user("operator")
@@ -169,7 +187,7 @@ def test_who_may_read_and_write_cards(
 
 
 def test_every_change_that_alters_a_list_is_published(
-    admin: Client, tenant: Tenant, recorder: Recorder
+    admin: Client, tenant: Tenant, recorder: Worker
 ) -> None:
     operator, _ = tenant.user("operator")
     first, second = tenant.device()["id"], tenant.device()["id"]
@@ -177,9 +195,9 @@ def test_every_change_that_alters_a_list_is_published(
     for device_id in (first, second):
         assert recorder.lists_of(device_id)[-1].tokens == {"A0B1C2D3": None}
 
-    sent = len(recorder.sent)
+    sent = recorder.count()
     assert admin.patch(f"/cards/{card['id']}", json={"label": "renamed"}).status_code == 200
-    assert len(recorder.sent) == sent  # a label is on no list
+    assert recorder.count() == sent  # a label is on no list
 
     assert admin.patch(f"/cards/{card['id']}", json={"enabled": False}).status_code == 200
     disabled = recorder.lists_of(first)[-1]
@@ -198,7 +216,7 @@ def test_every_change_that_alters_a_list_is_published(
 
 
 def test_a_broker_that_is_down_does_not_fail_the_change(
-    admin: Client, tenant: Tenant, recorder: Recorder
+    admin: Client, tenant: Tenant, recorder: Worker
 ) -> None:
     operator, _ = tenant.user("operator")
     device_id = tenant.device()["id"]

@@ -16,15 +16,13 @@ from typing import Any
 
 from flask.views import MethodView
 from sqlalchemy import ColumnElement, Select, or_, select
-from sqlalchemy.exc import SQLAlchemyError
 
-from cloud.access import authlists as authorization
+from cloud.access import outbox
 from cloud.access.models import RfidCard
 from cloud.api.access.card_schemas import CardQuerySchema, CardSchema, CardUpdateSchema
 from cloud.api.auth import current_principal, requires
 from cloud.api.blueprint import Blueprint
 from cloud.api.errors import field_error, forbidden, not_found
-from cloud.api.publishers import auth_list_publisher
 from cloud.api.records import commit, ensure_unique
 from cloud.api.scoping import org_clause, target_org
 from cloud.audit.service import changes, record
@@ -74,15 +72,10 @@ def _check_user(user_id: int, organization_id: int) -> None:
         field_error("user_id", "unknown user in the card's organization")
 
 
-def _refresh_lists(user_id: int) -> None:
-    """After a committed change: recompute and publish the lists it may alter. Best effort:
-    the card change stands, and a list left unpublished is sent by the next refresh."""
-    session = request_session()
-    try:
-        authorization.refresh_for_user(session, user_id, auth_list_publisher())
-    except SQLAlchemyError:
-        session.rollback()
-        log.exception("authorization lists after a card change of user %s not refreshed", user_id)
+def _request_lists(user_id: int) -> None:
+    """Before the commit of a card change: the charging worker republishes the lists it may
+    alter (``cloud.access.outbox``), so the change and its request commit together."""
+    outbox.request_for_user(request_session(), user_id)
 
 
 def _describe(card: RfidCard) -> dict[str, Any]:
@@ -128,8 +121,8 @@ class Cards(MethodView):
         record(
             session, current_principal(), "card.create", "card", card.id, org_id, _describe(card)
         )
+        _request_lists(card.user_id)
         commit()
-        _refresh_lists(card.user_id)
         return card
 
 
@@ -164,10 +157,10 @@ class CardItem(MethodView):
                 card.organization_id,
                 {"uid": card.uid, **diff},
             )
-        commit()
         if "enabled" in diff or "user_id" in diff:
-            # Both holders are in the card's organization: one refresh covers both.
-            _refresh_lists(previous_user)
+            # Both holders are in the card's organization: one request covers both.
+            _request_lists(previous_user)
+        commit()
         return card
 
     @requires(WRITE)
@@ -188,6 +181,6 @@ class CardItem(MethodView):
             card.organization_id,
             _describe(card),
         )
+        _request_lists(user_id)
         session.delete(card)
         commit()
-        _refresh_lists(user_id)

@@ -22,7 +22,7 @@ from flask import current_app, request
 from flask.views import MethodView
 from sqlalchemy import Select, select
 
-from cloud.access import invitations
+from cloud.access import invitations, outbox
 from cloud.access import owners as access
 from cloud.access.invitations import InvitationState
 from cloud.access.models import Invitation
@@ -40,7 +40,6 @@ from cloud.api.auth import current_principal, requires
 from cloud.api.blueprint import Blueprint
 from cloud.api.devices.routes import get_device
 from cloud.api.errors import fail, field_error, not_found
-from cloud.api.publishers import auth_list_publisher
 from cloud.api.records import commit
 from cloud.api.scoping import device_clause
 from cloud.audit.service import record
@@ -126,8 +125,9 @@ def _user_id(principal: Principal) -> int | None:
     return principal.id if principal.kind == "user" else None
 
 
-def _refresh(user_id: int) -> None:
-    access.refresh_lists(request_session(), user_id, auth_list_publisher())
+def _request_lists(user_id: int) -> None:
+    """Before the commit of an access change: the charging worker republishes the lists."""
+    outbox.request_for_user(request_session(), user_id)
 
 
 @charger_access.route("/<string(maxlength=64):device_id>/access", endpoint="AccessList")
@@ -191,8 +191,8 @@ class AccessItem(MethodView):
             access.describe(row),
         )
         session.delete(row)
+        _request_lists(user_id)
         commit()
-        _refresh(user_id)
 
 
 @charger_access.route("/<string(maxlength=64):device_id>/invitations", endpoint="DeviceInvitations")
@@ -457,6 +457,6 @@ class Accept(MethodView):
                 device.organization_id,
                 {**access.describe(done.access), "changes": done.changes},
             )
+        _request_lists(user.id)
         commit()
-        _refresh(user.id)
         return done.access

@@ -7,6 +7,7 @@ from typing import Any
 from flask.views import MethodView
 from sqlalchemy import Select, func, or_, select
 
+from cloud.access import outbox
 from cloud.api.auth import current_principal, requires
 from cloud.api.blueprint import Blueprint
 from cloud.api.errors import field_error, forbidden, not_found
@@ -140,6 +141,9 @@ class RoleItem(MethodView):
             keep_a_platform_admin(request_session(), f"editing the role {role.name}")
             if before != role.permission_names:
                 details["permissions"] = [before, role.permission_names]
+            if outbox.touches_charging(before, role.permission_names):
+                # Its holders' cards join or leave the chargers' local lists.
+                outbox.request_for_role(request_session(), role)
         if "description" in data and data["description"] != role.description:
             details["description"] = [role.description, data["description"]]
             role.description = data["description"]
@@ -181,6 +185,8 @@ class RoleItem(MethodView):
             role.organization_id,
             {"name": role.name},
         )
+        if "charging:start" in role.permission_names:
+            outbox.request_for_role(session, role)  # the owner and guest levels read it
         session.delete(role)
         keep_a_platform_admin(session, f"deleting the role {role.name}")
         commit()

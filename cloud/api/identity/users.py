@@ -8,6 +8,8 @@ from flask import current_app
 from flask.views import MethodView
 from sqlalchemy import Select, or_, select
 
+from cloud.access import outbox
+from cloud.access.authlists import CHARGE
 from cloud.api.auth import current_principal, requires
 from cloud.api.blueprint import Blueprint
 from cloud.api.errors import field_error, not_found
@@ -117,6 +119,8 @@ class UserItem(MethodView):
             diff["password"] = "changed"  # noqa: S105 - never the value, nor its hash
         if "is_active" in diff:
             keep_a_platform_admin(request_session(), f"deactivating {user.email}")
+            # An inactive user's cards are on no list; active again, they come back.
+            outbox.request_for_user(request_session(), user.id)
         if diff:
             record(
                 request_session(),
@@ -150,6 +154,7 @@ class UserItem(MethodView):
             user.organization_id,
             {"email": user.email},
         )
+        outbox.request_for_user(session, user.id)  # their cards leave the lists with them
         session.delete(user)
         keep_a_platform_admin(session, f"deleting {user.email}")
         commit()
@@ -183,6 +188,8 @@ class UserAssignments(MethodView):
             user.organization_id,
             describe(assignment),
         )
+        if CHARGE in assignment.role.permission_names:
+            outbox.request_for_user(session, user.id)  # their cards may charge in more places
         commit()
         return assignment
 
@@ -210,4 +217,6 @@ class UserAssignmentItem(MethodView):
         keep_a_platform_admin(
             request_session(), f"taking the role {assignment.role.name} from {user.email}"
         )
+        if CHARGE in assignment.role.permission_names:
+            outbox.request_for_user(request_session(), user.id)
         commit()
