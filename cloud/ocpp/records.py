@@ -73,7 +73,7 @@ class Records:
                     DeviceCommand.device_id == device_id,
                     DeviceCommand.state == CommandState.PENDING,
                 )
-                .order_by(DeviceCommand.created_at)
+                .order_by(DeviceCommand.created_at, DeviceCommand.id)
                 .limit(QUEUED_LIMIT)
             ).all()
             return [
