@@ -53,6 +53,18 @@ def record(
     return entry
 
 
+def system_recorder(worker: str) -> Any:
+    """An audit trail for a worker's own changes to a device (``cloud.devices.status_worker``
+    ``AuditTrail``): actor ``system``, named after the worker; no origin (not a request)."""
+
+    def recorder(session: Session, action: str, device: Any, details: dict[str, Any]) -> None:
+        entry = record(session, None, action, "device", device.id, device.organization_id, details)
+        entry.actor_id = f"system:{worker}"
+        entry.actor_name = f"{worker} worker"
+
+    return recorder
+
+
 def changes(obj: object, updates: dict[str, Any]) -> dict[str, Any]:
     """Apply ``updates`` to ``obj``; return {field: [old, new]} for what really changed."""
     changed: dict[str, Any] = {}
