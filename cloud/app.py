@@ -16,6 +16,7 @@ from cloud import __version__
 from cloud.api import metrics
 from cloud.api.auth import SECURITY_SCHEME
 from cloud.api.errors import register_error_handlers
+from cloud.api.fields import DecimalNumber
 from cloud.audit.service import ORIGIN, Origin
 from cloud.db import MAX_ID, Database
 from cloud.identity.keys import SigningKey
@@ -104,6 +105,8 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     api.register_converter(
         IdConverter, lambda _c: {"type": "integer", "minimum": 1, "maximum": MAX_ID}
     )
+    # A decimal is a string or a number in requests (anyOf in its metadata), a string in answers.
+    api.register_field(DecimalNumber, None, None)
     for blueprint in _blueprints():
         api.register_blueprint(blueprint, url_prefix=API_PREFIX + blueprint.url_prefix)
     register_error_handlers(app)
