@@ -149,16 +149,21 @@ def test_moving_to_another_organization_leaves_nothing_of_the_old_one_behind(
     uids = set(lists[-1].tokens)
     assert new_uid in uids and old_uid not in uids
 
-    # Audited on both sides: the new organization sees the change, the old one where it went.
-    [update] = audit(admin, device["id"], "device.update")
-    assert update["organization_id"] == other_tenant.id
-    assert update["details"]["organization_id"] == [tenant.id, other_tenant.id]
-    assert update["details"]["site_id"] == [old_site["id"], None]
+    # Audited for each reader: platform admins see it all, each organization its own side.
     [move] = audit(admin, device["id"], "device.move")
-    assert move["organization_id"] == tenant.id
+    assert move["organization_id"] is None
+    assert move["details"]["organization_id"] == [tenant.id, other_tenant.id]
+    assert move["details"]["site_id"] == [old_site["id"], None]
     assert move["details"]["group_ids"] == [group["id"]]
     assert move["details"]["access_user_ids"] == [owner["id"]]
     assert move["details"]["tariff_ids"] == [tariff["id"]]
     _, old_admin = tenant.user("organization-admin")
-    seen = old_admin.get("/audit-log", query_string={"action": "device.move"}).get_json()
-    assert [e["object_id"] for e in seen] == [device["id"]]
+    [out] = old_admin.get("/audit-log", query_string={"object_id": device["id"]}).get_json()[:1]
+    assert out["action"] == "device.move_out" and out["organization_id"] == tenant.id
+    assert out["details"]["group_ids"] == [group["id"]]
+    assert "organization_id" not in out["details"]  # where it went is not theirs to know
+    _, new_admin = other_tenant.user("organization-admin")
+    seen = new_admin.get("/audit-log", query_string={"object_id": device["id"]}).get_json()
+    assert [e["action"] for e in seen] == ["device.move_in"]
+    assert seen[0]["details"]["organization_id"] == [None, other_tenant.id]
+    assert seen[0]["details"]["site_id"] == [None, None]

@@ -21,11 +21,13 @@ from cloud.access.models import Invitation
 from cloud.api.auth import current_principal
 from cloud.api.errors import field_error, forbidden
 from cloud.api.publishers import auth_list_publisher
+from cloud.audit.service import record
 from cloud.billing.models import Tariff
 from cloud.db import request_session, utcnow
 from cloud.devices.models import Device, device_group_members
 from cloud.identity.grants import ChargerAccess
 from cloud.identity.permissions import PLATFORM_ADMIN
+from cloud.identity.principal import Principal
 from cloud.organizations.models import Organization, Site
 
 log = logging.getLogger(__name__)
@@ -84,6 +86,28 @@ def leave_organization(device: Device) -> dict[str, Any]:
         "invitations_revoked": invitations,
         "tariff_ids": tariffs,
     }
+
+
+def record_move(
+    principal: Principal,
+    device: Device,
+    before: int,
+    diff: dict[str, Any],
+    left_behind: dict[str, Any],
+) -> None:
+    """Audit a move between organizations three times, each telling only what its reader may
+    know: the whole before/after for platform admins (an entry of no organization), what the
+    device left behind for the old organization, and what changed for the new one (the old
+    organization's ids blanked: they are another tenant's)."""
+    session = request_session()
+    everything = {**diff, **left_behind}
+    record(session, principal, "device.move", "device", device.id, None, everything)
+    record(session, principal, "device.move_out", "device", device.id, before, left_behind)
+    foreign = ("organization_id", "site_id")
+    arrived = {k: [None, v[1]] if k in foreign else v for k, v in diff.items()}
+    record(
+        session, principal, "device.move_in", "device", device.id, device.organization_id, arrived
+    )
 
 
 def refresh_card_list(device_id: str) -> None:

@@ -15,6 +15,7 @@ from cloud.api.devices.moving import (
     check_organization_move,
     check_site,
     leave_organization,
+    record_move,
     refresh_card_list,
 )
 from cloud.api.devices.schemas import DeviceQuerySchema, DeviceSchema, DeviceUpdateSchema
@@ -154,8 +155,10 @@ class DeviceItem(MethodView):
             )
         left_behind = leave_organization(device) if moved else {}
         diff = changes(device, data)
-        if diff:
-            principal = current_principal()
+        principal = current_principal()
+        if moved:
+            record_move(principal, device, before, diff, left_behind)
+        elif diff:
             record(
                 session,
                 principal,
@@ -165,9 +168,6 @@ class DeviceItem(MethodView):
                 device.organization_id,
                 diff,
             )
-            if moved:  # the old organization's trail says where its device went, and what stayed
-                details = {"organization_id": [before, device.organization_id], **left_behind}
-                record(session, principal, "device.move", "device", device.id, before, details)
         commit()
         if moved or "site_id" in diff:  # who may charge here changed: so does the card list
             refresh_card_list(device.id)
