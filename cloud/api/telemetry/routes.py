@@ -219,9 +219,11 @@ class History(MethodView):
         if len(points) > limit:
             points = points[:limit]
             step = (query.get("interval") or 0) * 1000 or 1
+            # Absolute bounds: a relative or omitted end would move on between the pages.
             args: dict[str, Any] = {
                 **request.args.to_dict(),
                 "start": _iso(points[-1].ts_ms + step),
+                "end": _iso(end),
             }
             headers["Link"] = (
                 f'<{url_for("telemetry.History", device_id=device.id, **args)}>; rel="next"'
