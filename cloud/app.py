@@ -15,7 +15,7 @@ from werkzeug.routing import IntegerConverter
 from cloud import __version__
 from cloud.api import metrics
 from cloud.api.auth import SECURITY_SCHEME
-from cloud.api.errors import register_error_handlers
+from cloud.api.errors import ErrorSchema, register_error_handlers
 from cloud.api.fields import DecimalNumber
 from cloud.audit.service import ORIGIN, Origin
 from cloud.db import MAX_ID, Database
@@ -30,6 +30,12 @@ from cloud.settings import Settings
 from cloud.telemetry.store import open_store
 
 API_PREFIX = "/api/v1"
+
+
+class _Api(Api):
+    """flask-smorest's Api, documenting our error body (``message`` required)."""
+
+    ERROR_SCHEMA = ErrorSchema
 
 
 class IdConverter(IntegerConverter):
@@ -101,7 +107,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
         hasher, tokens, settings.refresh_token_ttl, throttle
     )
 
-    api = Api(app)
+    api = _Api(app)
     api.register_converter(
         IdConverter, lambda _c: {"type": "integer", "minimum": 1, "maximum": MAX_ID}
     )

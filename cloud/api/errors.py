@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
+import marshmallow as ma
 from flask import Flask
 from flask_smorest import abort
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -53,6 +54,26 @@ log = logging.getLogger(__name__)
 
 #: Headers of every token endpoint answer (RFC 6749 section 5.1).
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+class ErrorSchema(ma.Schema):
+    """The one error body, as the OpenAPI document declares it: ``message`` always there."""
+
+    class Meta:
+        unknown = ma.INCLUDE  # documentation only: a later key is no schema mismatch
+
+    code = ma.fields.Integer(required=True, metadata={"description": "The HTTP status."})
+    status = ma.fields.String(required=True, metadata={"description": "Its reason phrase."})
+    message = ma.fields.String(
+        required=True,
+        metadata={
+            "description": "What went wrong, for a person; a 422 names the first fields "
+            "(`json.serial: Missing data for required field.`)."
+        },
+    )
+    errors = ma.fields.Dict(
+        metadata={"description": "The fields at fault by location (`json`, `query`, ...)."}
+    )
 
 
 @dataclasses.dataclass(frozen=True)
