@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -53,7 +54,7 @@ def record(
     return entry
 
 
-def system_recorder(worker: str) -> Any:
+def system_recorder(worker: str) -> Callable[[Session, str, Any, dict[str, Any]], None]:
     """An audit trail for a worker's own changes to a device (``cloud.devices.status_worker``
     ``AuditTrail``): actor ``system``, named after the worker; no origin (not a request)."""
 

@@ -36,7 +36,7 @@ class AuditTrail(Protocol):
     """
 
     def __call__(
-        self, session: Session, action: str, device: Device, details: dict[str, Any]
+        self, session: Session, action: str, device: Device, details: dict[str, Any], /
     ) -> None: ...
 
 
