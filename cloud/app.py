@@ -15,7 +15,8 @@ from werkzeug.routing import IntegerConverter
 from cloud import __version__
 from cloud.api import metrics
 from cloud.api.auth import SECURITY_SCHEME
-from cloud.api.errors import register_error_handlers
+from cloud.api.errors import ErrorSchema, register_error_handlers
+from cloud.api.fields import DecimalNumber
 from cloud.audit.service import ORIGIN, Origin
 from cloud.db import MAX_ID, Database
 from cloud.identity.keys import SigningKey
@@ -29,6 +30,12 @@ from cloud.settings import Settings
 from cloud.telemetry.store import open_store
 
 API_PREFIX = "/api/v1"
+
+
+class _Api(Api):
+    """flask-smorest's Api, documenting our error body (``message`` required)."""
+
+    ERROR_SCHEMA = ErrorSchema
 
 
 class IdConverter(IntegerConverter):
@@ -100,10 +107,12 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
         hasher, tokens, settings.refresh_token_ttl, throttle
     )
 
-    api = Api(app)
+    api = _Api(app)
     api.register_converter(
         IdConverter, lambda _c: {"type": "integer", "minimum": 1, "maximum": MAX_ID}
     )
+    # A decimal is a string or a number in requests (anyOf in its metadata), a string in answers.
+    api.register_field(DecimalNumber, None, None)
     for blueprint in _blueprints():
         api.register_blueprint(blueprint, url_prefix=API_PREFIX + blueprint.url_prefix)
     register_error_handlers(app)

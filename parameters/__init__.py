@@ -61,6 +61,7 @@ __all__ = [
     "UnknownFamilyError",
     "ValueSpec",
     "family_of",
+    "known_families",
     "load_compiled",
     "load_family",
 ]
@@ -92,4 +93,4 @@ def load_family(
 
 
 # Last: the catalogue calls load_family above (through the module, at call time).
-from parameters.catalogue import family_of  # noqa: E402
+from parameters.catalogue import family_of, known_families  # noqa: E402

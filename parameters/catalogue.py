@@ -34,3 +34,11 @@ def family_of(family_id: str) -> Family:
         return _load(family_id)
     except (ParameterSchemaError, OSError, KeyError, ValueError) as exc:
         raise UnknownFamilyError(family_id) from exc
+
+
+@functools.lru_cache(maxsize=1)
+def known_families() -> tuple[str, ...]:
+    """Ids of the shipped families, sorted: compiled ones and sources not built yet."""
+    ids = {p.stem for p in parameters.BUILD_DIR.glob("*.json")}
+    ids |= {p.stem for p in parameters.FAMILIES_DIR.glob("*.yaml")}
+    return tuple(sorted(i for i in ids if _FAMILY_ID.match(i)))

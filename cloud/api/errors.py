@@ -16,10 +16,11 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
+import marshmallow as ma
 from flask import Flask
 from flask_smorest import abort
 from sqlalchemy.exc import IntegrityError, OperationalError
-from werkzeug.exceptions import InternalServerError
+from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.http import HTTP_STATUS_CODES
 
 from cloud.access import AccessError
@@ -53,6 +54,26 @@ log = logging.getLogger(__name__)
 
 #: Headers of every token endpoint answer (RFC 6749 section 5.1).
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+class ErrorSchema(ma.Schema):
+    """The one error body, as the OpenAPI document declares it: ``message`` always there."""
+
+    class Meta:
+        unknown = ma.INCLUDE  # documentation only: a later key is no schema mismatch
+
+    code = ma.fields.Integer(required=True, metadata={"description": "The HTTP status."})
+    status = ma.fields.String(required=True, metadata={"description": "Its reason phrase."})
+    message = ma.fields.String(
+        required=True,
+        metadata={
+            "description": "What went wrong, for a person; a 422 names the first fields "
+            "(`json.serial: Missing data for required field.`)."
+        },
+    )
+    errors = ma.fields.Dict(
+        metadata={"description": "The fields at fault by location (`json`, `query`, ...)."}
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,9 +270,59 @@ def register_error_handlers(app: Flask) -> None:
 
     for root in DOMAIN_ROOTS:
         app.register_error_handler(root, domain)
+    # Replaces flask-smorest's handler (registered by Api(app) before this): the same body, with
+    # a message always.
+    app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(IntegrityError, integrity)
     app.register_error_handler(OperationalError, unavailable)
     app.register_error_handler(InternalServerError, unexpected)
+
+
+def http_error(exc: HTTPException) -> Any:
+    """flask-smorest's body for an HTTP error, whose ``message`` is never missing: a parsing
+    error (webargs' 422 and 400) names its first fields, ``json.serial: Missing data for
+    required field.``; others say what werkzeug says. Werkzeug's own headers (``Allow`` of a
+    405, ``WWW-Authenticate``) are kept."""
+    code = exc.code or 500
+    data: dict[str, Any] = getattr(exc, "data", None) or {}
+    errors = data.get("errors", data.get("messages"))
+    message = data.get("message") or error_summary(errors) or _description(exc, code)
+    body: dict[str, Any] = {"code": code, "status": HTTP_STATUS_CODES.get(code, exc.name)}
+    body["message"] = message
+    if errors:
+        body["errors"] = errors
+    headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+    headers.update(data.get("headers") or {})
+    return body, code, headers
+
+
+def error_summary(errors: Any, limit: int = 3) -> str:
+    """``where.field: why`` for the first ``limit`` fields of a nested error dict."""
+    found: list[str] = []
+
+    def walk(node: Any, path: tuple[str, ...]) -> None:
+        if len(found) >= limit:
+            return
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                # marshmallow's schema-level errors sit under _schema: named by their parent.
+                walk(value, path if key == "_schema" else (*path, str(key)))
+        elif isinstance(node, list | tuple) and all(isinstance(v, str) for v in node):
+            if node:
+                found.append(f"{'.'.join(path) or 'request'}: {' '.join(node)}")
+        elif isinstance(node, list | tuple):
+            for value in node:
+                walk(value, path)
+        elif node is not None:
+            found.append(f"{'.'.join(path) or 'request'}: {node}")
+
+    walk(errors, ())
+    return "; ".join(found)
+
+
+def _description(exc: HTTPException, code: int) -> str:
+    text = (exc.description or "").strip()
+    return text or HTTP_STATUS_CODES.get(code, "error")
 
 
 def _smorest_body(code: int, message: str, errors: dict[str, Any]) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 import marshmallow as ma
@@ -52,6 +53,17 @@ class Number(fields.Float):
         return super()._validated(value)
 
 
+class DecimalNumber(fields.Decimal):
+    """A decimal accepted as a JSON string (``"0.39"``) or number (``0.39``), answered as a
+    string. Documented as either (``anyOf``; the app maps this class to no single type)."""
+
+    def __init__(self, example: str = "0.3000", **kwargs: Any) -> None:
+        metadata = kwargs.setdefault("metadata", {})
+        metadata.setdefault("anyOf", [{"type": "string", "example": example}, {"type": "number"}])
+        kwargs.setdefault("as_string", True)
+        super().__init__(**kwargs)
+
+
 class UtcDateTime(fields.AwareDateTime):
     """An ISO 8601 date-time with its zone, as UTC; one with no UTC equivalent is a 422."""
 
@@ -82,3 +94,30 @@ class Links(fields.Method):
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> Any:
         links: dict[str, str] = super()._serialize(value, attr, obj, **kwargs)
         return {rel: {"href": href} for rel, href in links.items()}
+
+
+_RELATIVE = re.compile(r"^-(\d{1,9})([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+class Moment(UtcDateTime):
+    """A moment in a query: ISO 8601 with its zone, ``now``, or a time before now such as
+    ``-15m``, ``-1h``, ``-7d`` (units s, m, h, d, w), as InfluxDB and Grafana write them."""
+
+    default_error_messages = {
+        "invalid": "Not a moment: use ISO 8601 with a zone (2026-12-07T10:00:00Z), "
+        "'now', or a time before now such as -15m, -1h, -7d.",
+    }
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dt.datetime:
+        text = value.strip() if isinstance(value, str) else value
+        if text == "now":
+            return dt.datetime.now(dt.UTC)
+        relative = _RELATIVE.match(text) if isinstance(text, str) else None
+        if relative is None:
+            return super()._deserialize(value, attr, data, **kwargs)
+        amount, unit = int(relative.group(1)), relative.group(2)
+        try:
+            return dt.datetime.now(dt.UTC) - dt.timedelta(**{_UNITS[unit]: amount})
+        except OverflowError as exc:
+            raise self.make_error("invalid") from exc

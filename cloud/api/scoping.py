@@ -62,14 +62,24 @@ def require_in(permission: str, organization_id: int, read_permission: str) -> N
 
 
 def target_org(organization_id: int | None, permission: str, field: str = "organization_id") -> int:
-    """The organization a new record goes to: the given one, else the caller's own.
+    """The organization a new record goes to: the given one, else the caller's only one.
 
+    Omitted, it is required when the caller may ``permission`` in more than one organization
+    (a platform admin, a user with roles in two): guessing put records in the wrong tenant.
     An organization the caller may not create in is reported on the field, as if unknown.
     """
     principal = current_principal()
-    org_id = principal.organization_id if organization_id is None else organization_id
-    if request_session().get(Organization, org_id) is None or not principal.may_in(
-        permission, org_id
+    if organization_id is None:
+        orgs = principal.scope(permission).orgs
+        if orgs is None or len(orgs) > 1:
+            field_error(
+                field,
+                "Missing data for required field: you may "
+                f"{permission} in more than one organization, say which.",
+            )
+        organization_id = next(iter(orgs)) if orgs else principal.organization_id
+    if request_session().get(Organization, organization_id) is None or not principal.may_in(
+        permission, organization_id
     ):
         field_error(field, f"unknown organization, or you may not {permission} there")
-    return org_id
+    return organization_id

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -51,6 +52,18 @@ def record(
         entry.user_agent = origin.user_agent
     session.add(entry)
     return entry
+
+
+def system_recorder(worker: str) -> Callable[[Session, str, Any, dict[str, Any]], None]:
+    """An audit trail for a worker's own changes to a device (``cloud.devices.status_worker``
+    ``AuditTrail``): actor ``system``, named after the worker; no origin (not a request)."""
+
+    def recorder(session: Session, action: str, device: Any, details: dict[str, Any]) -> None:
+        entry = record(session, None, action, "device", device.id, device.organization_id, details)
+        entry.actor_id = f"system:{worker}"
+        entry.actor_name = f"{worker} worker"
+
+    return recorder
 
 
 def changes(obj: object, updates: dict[str, Any]) -> dict[str, Any]:

@@ -142,7 +142,8 @@ def parse_price(value: object, field: str) -> Decimal:
 
 
 def parse_windows(raw: object) -> tuple[Window, ...]:
-    """Validated windows from their JSON form (prices as decimal strings, as stored).
+    """Validated windows from their JSON form (prices as decimal strings, as stored, or
+    numbers).
 
     TariffError names every field at fault, so that a form can mark them all at once.
     """
@@ -195,10 +196,8 @@ def _parse_window(item: object, where: str) -> Window:
 
 
 def _window_price(value: object, field: str) -> Decimal:
-    # Stored and sent as a decimal string ("0.1800"): a JSON number may already have lost
-    # digits in the client (binary floating point).
-    if not isinstance(value, str):
-        raise TariffError(field, 'expected a decimal string such as "0.1800"')
+    # Stored and sent as a decimal string ("0.1800"); a JSON number is read through its
+    # shortest repr, exact for any price of four decimals (parse_price).
     return parse_price(value, field)
 
 

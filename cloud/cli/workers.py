@@ -143,6 +143,7 @@ def ingest(client_id: str | None, metrics_port: int | None, shared: bool | None)
 @_metrics_port
 def status(client_id: str | None, metrics_port: int | None) -> None:
     """Keep each device's online/offline state and last-seen time from its status topic."""
+    from cloud.audit.service import system_recorder
     from cloud.db import Database
     from cloud.devicelink.endpoint import service_endpoint
     from cloud.devices.status_worker import StatusWorker
@@ -158,6 +159,7 @@ def status(client_id: str | None, metrics_port: int | None) -> None:
         max_payload_bytes=settings.max_payload_bytes,
         max_skew_ms=settings.max_clock_skew * 1000,
         gateways=bridge_status,  # an OCPP bridge's will marks its chargers offline
+        audit=system_recorder("status"),
     )
     _serve(settings, "status", "records", status_worker, metrics_port)
 

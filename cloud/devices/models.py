@@ -61,7 +61,10 @@ class Device(Base):
     mac: Mapped[str | None] = mapped_column(String(17), unique=True)
     name: Mapped[str] = mapped_column(String(200), default="")
     hardware_family: Mapped[str] = mapped_column(String(64), index=True)
+    # What the device last announced in its status (contract 4.2 ``fw`` and ``schema``), kept on
+    # the record so that the registry answers "which chargers run 1.0.0" without the status.
     firmware_version: Mapped[str | None] = mapped_column(String(64))
+    schema_version: Mapped[str | None] = mapped_column(String(64))
     protocol: Mapped[Protocol] = mapped_column(
         Enum(Protocol, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e])
     )

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -21,7 +22,7 @@ from cloud.devicelink.metrics import RECEIVED
 from cloud.devicelink.rejects import Rejected, RejectLog
 from cloud.devicelink.subscriptions import Message
 from cloud.devicelink.threaded import ThreadedLink
-from cloud.devices.models import Device, DeviceStatus
+from cloud.devices.models import Device, DeviceStatus, LifecycleState
 from cloud.devices.status import DEVICES_ONLINE, StatusDecoder, StatusUpdate
 from firmware.core import contract
 
@@ -30,6 +31,23 @@ log = logging.getLogger(__name__)
 #: Applies a status of a gateway (the session, its id, online?): None when the id is no
 #: gateway's, else the devices whose status it changed.
 Gateways = Callable[[Session, str, bool], "list[str] | None"]
+
+
+# A device that connects for the first time is in service: the registry follows it. A suspended
+# or decommissioned device stays so (the cloud refused it on purpose), whatever it announces.
+ACTIVATED_BY_CONNECT = frozenset({LifecycleState.MANUFACTURED, LifecycleState.PROVISIONED})
+
+
+class AuditTrail(Protocol):
+    """Records a change the worker made to a device, in the session of the change.
+
+    Injected (``cloud.audit.service.system_recorder``) because the audit domain sits above this
+    one: the registry does not import who audits it.
+    """
+
+    def __call__(
+        self, session: Session, action: str, device: Device, details: dict[str, Any], /
+    ) -> None: ...
 
 
 class StatusWorker:
@@ -45,9 +63,11 @@ class StatusWorker:
         max_payload_bytes: int = 16384,
         max_skew_ms: int = 300_000,
         gateways: Gateways | None = None,
+        audit: AuditTrail | None = None,
     ) -> None:
         self.database = database
         self.gateways = gateways
+        self.audit = audit
         self.decoder = StatusDecoder(max_payload_bytes, max_skew_ms)
         self.rejects = RejectLog(data_dir / "rejected.jsonl")
         topic = shared(contract.topic("+", contract.STATUS), "status", shared_subscriptions)
@@ -86,7 +106,8 @@ class StatusWorker:
     def _record(self, update: StatusUpdate) -> bool:
         now = utcnow()
         with self._lock, self.database.transaction() as session:
-            if session.get(Device, update.device_id) is None:
+            device = session.get(Device, update.device_id)
+            if device is None:
                 marked = self._gateway(session, update)
                 if marked is None:
                     why = Rejected("unknown_device", None, "no such device in the registry")
@@ -112,6 +133,7 @@ class StatusWorker:
                 status.reported_firmware = update.firmware_version
             if update.schema:
                 status.reported_schema = update.schema
+            self._follow(session, device, update)
             self.updates += 1
         return True
 
@@ -119,6 +141,27 @@ class StatusWorker:
         if self.gateways is None:
             return None
         return self.gateways(session, update.device_id, update.online)
+
+    def _follow(self, session: Session, device: Device, update: StatusUpdate) -> None:
+        """Keep the registry record equal to what the device announced: its versions, and
+        ``active`` from its first connect on."""
+        changed: dict[str, Any] = {}
+        for column, announced in (
+            ("firmware_version", update.firmware_version),
+            ("schema_version", update.schema),
+        ):
+            if announced and getattr(device, column) != announced:
+                changed[column] = [getattr(device, column), announced]
+                setattr(device, column, announced)
+        if changed and self.audit is not None:
+            self.audit(session, "device.announce", device, changed)
+        if update.online and device.state in ACTIVATED_BY_CONNECT:
+            before = device.state
+            device.state = LifecycleState.ACTIVE
+            log.info("device %s connected for the first time: %s -> active", device.id, before)
+            if self.audit is not None:
+                details = {"state": [before.value, LifecycleState.ACTIVE.value]}
+                self.audit(session, "device.activate", device, {**details, "cause": "connected"})
 
     def _refresh_gauge(self) -> None:
         with self.database.transaction() as session:

@@ -222,6 +222,7 @@ def world(app: Flask, admin: Client, tenant: Tenant) -> World:
             "user_id": user["id"],
             "value": 16,  # PUT /devices/{id}/parameters/max_current_a: any JSON, 6-32 here
             "price_per_kwh": "0.3000",  # POST /tariffs: a decimal string
+            "hardware_family": "ac22-3p",  # POST /devices: a shipped family
         },
         query_values={"secret": secret},
     )

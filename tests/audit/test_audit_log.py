@@ -9,7 +9,7 @@ from tests.helpers import Tenant
 
 def test_changes_are_recorded_with_actor_source_and_diff(tenant: Tenant) -> None:
     user, operator = tenant.user("operator")
-    device = operator.created("/devices", {"serial": "AUD-1", "hardware_family": "f"})
+    device = operator.created("/devices", {"serial": "AUD-1", "hardware_family": "ac22-3p"})
     operator.patch(
         f"/devices/{device['id']}",
         json={"name": "Bay 3"},

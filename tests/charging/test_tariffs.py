@@ -49,7 +49,7 @@ NIGHT = windows(("22:00", "06:00", "0.1800"))
         ),
         ([{"start": "07:00", "end": "08:00", "price_per_kwh": "cheap"}], "windows.0.price_per_kwh"),
         ([{"start": "07:00", "end": "08:00", "price_per_kwh": True}], "windows.0.price_per_kwh"),
-        ([{"start": "07:00", "end": "08:00", "price_per_kwh": 0.18}], "windows.0.price_per_kwh"),
+        ([{"start": "07:00", "end": "08:00", "price_per_kwh": [0.18]}], "windows.0.price_per_kwh"),
         ([{"start": "07:00", "end": "08:00", "price_per_kwh": "NaN"}], "windows.0.price_per_kwh"),
         ([{"start": "07:00", "end": "08:00"}], "windows.0.price_per_kwh"),
         ([{"start": "07:00", "end": "08:00", "price_per_kwh": "1", "x": 1}], "windows.0.x"),
@@ -295,3 +295,11 @@ def test_cutting_a_session_in_two_keeps_its_exact_cost(seed: int) -> None:
     parts = sum(p.cost_cents for p in first + second)
     # Equal but for the nano-Wh to which shares are cut.
     assert abs(whole - parts) < Decimal("1e-6")
+
+
+def test_window_prices_may_be_json_numbers_and_keep_their_digits() -> None:
+    """Issue 13: 0.18 is read through its shortest repr, never as 0.17999999999999999."""
+    [window] = tariffs.parse_windows([{"start": "22:00", "end": "06:00", "price_per_kwh": 0.18}])
+    assert window.price_per_kwh == Decimal("0.1800")
+    assert tariffs.parse_price(0.1234, "price_per_kwh") == Decimal("0.1234")
+    assert tariffs.parse_price(7, "price_per_kwh") == Decimal("7.0000")

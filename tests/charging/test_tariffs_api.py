@@ -86,17 +86,18 @@ def test_a_tariff_per_organization_site_and_charger(records: Records, operator: 
             {"currency": ["An ISO 4217 code in capitals, e.g. EUR."]},
         ),
         (
-            {"name": "x", "price_per_kwh": 0.3},
-            {"price_per_kwh": ['Expected a decimal string such as "0.3000".']},
+            # A JSON number is a price too (issue 13); a list is not.
+            {"name": "x", "price_per_kwh": [0.3]},
+            {"price_per_kwh": ['expected a decimal number such as "0.1800"']},
         ),
         (
-            {"name": "x", "price_per_kwh": "1", "windows": [{"start": "9", "price_per_kwh": 1}]},
+            {"name": "x", "price_per_kwh": "1", "windows": [{"start": "9", "price_per_kwh": True}]},
             {
                 "windows": {
                     "0": {
                         "start": ["expected a time of day HH:MM from 00:00 to 23:59"],
                         "end": ["missing"],
-                        "price_per_kwh": ['expected a decimal string such as "0.1800"'],
+                        "price_per_kwh": ['expected a decimal number such as "0.1800"'],
                     }
                 }
             },

@@ -45,3 +45,48 @@ def test_upgrade_to_head_matches_the_models_and_downgrade_empties(empty_database
     finally:
         engine.dispose()
     upgrade(empty_database)  # and back up again: downgrade left nothing behind
+
+
+def test_0012_copies_announced_versions_from_the_status_onto_the_device(
+    empty_database: str,
+) -> None:
+    """A device that announced itself under release 0008 shows its versions after upgrading."""
+    from sqlalchemy import text
+
+    upgrade(empty_database, "0008")
+    now = "2026-12-01 10:00:00"
+    engine = create_engine(empty_database)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO organizations (id, slug, name, created_at, updated_at)"
+                    " VALUES (7, 'o', 'O', :now, :now)"
+                ),
+                {"now": now},
+            )
+            for device_id, serial in (("d-1", "S1"), ("d-2", "S2")):
+                conn.execute(
+                    text(
+                        "INSERT INTO devices (id, serial, name, hardware_family, protocol, state,"
+                        " organization_id, created_at, updated_at) VALUES"
+                        " (:id, :serial, '', 'ac22-3p', 'native', 'active', 7, :now, :now)"
+                    ),
+                    {"id": device_id, "serial": serial, "now": now},
+                )
+            conn.execute(
+                text(
+                    "INSERT INTO device_status (device_id, online, changed_at, last_seen_at,"
+                    " reported_firmware, reported_schema)"
+                    " VALUES ('d-1', 1, :now, :now, '1.0.0', 'ac22-3p.3')"
+                ),
+                {"now": now},
+            )
+        upgrade(empty_database)
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT id, firmware_version, schema_version FROM devices ORDER BY id")
+            ).all()
+        assert [tuple(r) for r in rows] == [("d-1", "1.0.0", "ac22-3p.3"), ("d-2", None, None)]
+    finally:
+        engine.dispose()

@@ -43,7 +43,12 @@ def test_serial_mac_and_id_are_unique_and_named_when_taken(tenant: Tenant) -> No
         ("mac", "24:0a:c4:bb:00:01"),
         ("id", first["id"]),
     ):
-        body = {"serial": "other-" + field, "hardware_family": "f", field: value}
+        body = {
+            "serial": "other-" + field,
+            "hardware_family": "ac22-3p",
+            "organization_id": tenant.id,
+            field: value,
+        }
         response = tenant.admin.post("/devices", json=body)
         assert response.status_code == 409, field
         assert field in response.get_json()["errors"]["json"]
@@ -113,7 +118,7 @@ def test_a_device_cannot_be_placed_on_another_organizations_site(
         "/devices",
         json={
             "serial": "S-foreign",
-            "hardware_family": "f",
+            "hardware_family": "ac22-3p",
             "organization_id": tenant.id,
             "site_id": foreign["id"],
         },
@@ -127,7 +132,7 @@ def test_an_organization_admin_cannot_create_in_another_organization(
     _, org_admin = tenant.user("organization-admin")
     response = org_admin.post(
         "/devices",
-        json={"serial": "S-x", "hardware_family": "f", "organization_id": other_tenant.id},
+        json={"serial": "S-x", "hardware_family": "ac22-3p", "organization_id": other_tenant.id},
     )
     assert response.status_code == 422
     assert "organization_id" in response.get_json()["errors"]["json"]

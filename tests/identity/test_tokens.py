@@ -149,7 +149,7 @@ def test_client_credentials_grant_with_basic_and_form_authentication(tenant: Ten
     assert admin.get("/devices", token=token).status_code == 200
     assert (
         admin.post(
-            "/devices", token=token, json={"serial": "x", "hardware_family": "f"}
+            "/devices", token=token, json={"serial": "x", "hardware_family": "ac22-3p"}
         ).status_code
         == 403
     )

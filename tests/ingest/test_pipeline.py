@@ -127,6 +127,18 @@ def test_telemetry_arrives_in_the_store_and_through_the_api(
     )
     assert history.status_code == 200 and len(history.get_json()) == 10
     assert 'rel="next"' in history.headers["Link"]
+    # The next page has absolute bounds, so that "now" does not move on between pages.
+    following = history.headers["Link"].split(">")[0].lstrip("<")
+    assert "end=" in following
+    page_two = link.admin.get(following)
+    assert page_two.status_code == 200 and len(page_two.get_json()) == 10
+    assert page_two.get_json()[0]["ts"] > history.get_json()[-1]["ts"]
+    # Relative and omitted starts (issue 13): the samples are seconds old.
+    for query in ({"start": "-1h"}, {"start": "-15m", "end": "now"}, {}):
+        recent = link.admin.get(
+            f"/devices/{device_id}/telemetry", query_string={**query, "node": "meter"}
+        )
+        assert recent.status_code == 200 and len(recent.get_json()) == 50, query
     downsampled = link.admin.get(
         f"/devices/{device_id}/telemetry",
         query_string={

@@ -79,6 +79,8 @@ def test_a_charger_boots_charges_and_shows_in_the_api(
                 "online with the booted firmware",
             )
             assert status["online"] is True
+            # The registry follows: the booted firmware is on the device record (issue 13).
+            assert admin.get(f"/devices/{charger_id}").get_json()["firmware_version"] == "3.1.4"
             await eventually(
                 lambda: admin.get(f"/devices/{charger_id}/ocpp").get_json()["vendor"] == "ACME",
                 "boot recorded",

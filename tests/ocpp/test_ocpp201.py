@@ -49,6 +49,8 @@ def test_a_station_runs_a_transaction_and_shows_in_the_api(
             await eventually(
                 lambda: status_of(admin, charger_id)["reported_firmware"] == "2.0.0", "online"
             )
+            # The registry follows: the booted firmware is on the device record (issue 13).
+            assert admin.get(f"/devices/{charger_id}").get_json()["firmware_version"] == "2.0.0"
             await cp.call(
                 call.StatusNotification(
                     timestamp=now(), connector_status="Occupied", evse_id=1, connector_id=1

@@ -8,7 +8,7 @@ from typing import Any
 from flask import url_for
 from marshmallow import ValidationError, fields, validate
 
-from cloud.api.fields import Id, QueryId, Text
+from cloud.api.fields import DecimalNumber, Id, QueryId, Text
 from cloud.api.schemas import ResourceSchema, Schema
 from cloud.billing import tariffs
 from cloud.charging.models import SessionSource, SessionState
@@ -123,8 +123,13 @@ class WindowSchema(Schema):
         required=True,
         metadata={"description": "Local time HH:MM, 24:00 for midnight; before start: crosses it."},
     )
-    price_per_kwh = fields.String(
-        required=True, metadata={"description": 'A decimal string, e.g. "0.1800".'}
+    price_per_kwh = DecimalNumber(
+        example="0.1800",
+        places=tariffs.PRICE_PLACES,
+        required=True,
+        metadata={
+            "description": 'A decimal string or number, e.g. "0.1800"; answered as a string.'
+        },
     )
 
 
@@ -164,17 +169,18 @@ class Windows(fields.List):
             raise _nested_errors(exc) from exc
 
 
-class Price(fields.Decimal):
-    """A price per kWh as a decimal string (``"0.3000"``), at most four decimals: a JSON
-    number may have lost digits in the client already."""
+class Price(DecimalNumber):
+    """A price per kWh: a decimal string (``"0.3000"``) or a JSON number (``0.3``), at most
+    four decimals; answered as a string, which keeps every digit.
+
+    A number is read through its shortest repr (``0.39`` -> ``"0.39"``), exact for any price
+    with four decimals, so no binary rounding reaches the stored Numeric(10, 4).
+    """
 
     def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("metadata", {}).update({"type": "string", "example": "0.3000"})
-        super().__init__(places=tariffs.PRICE_PLACES, as_string=True, **kwargs)
+        super().__init__(places=tariffs.PRICE_PLACES, **kwargs)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Decimal:
-        if not isinstance(value, str):
-            raise ValidationError('Expected a decimal string such as "0.3000".')
         try:
             return tariffs.parse_price(value, attr or "price_per_kwh")
         except tariffs.TariffError as exc:

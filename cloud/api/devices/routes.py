@@ -9,8 +9,15 @@ from typing import Any
 from flask.views import MethodView
 from sqlalchemy import Select, or_, select
 
+from cloud.access import outbox
 from cloud.api.auth import current_principal, requires
 from cloud.api.blueprint import Blueprint
+from cloud.api.devices.moving import (
+    check_organization_move,
+    check_site,
+    leave_organization,
+    record_move,
+)
 from cloud.api.devices.schemas import DeviceQuerySchema, DeviceSchema, DeviceUpdateSchema
 from cloud.api.errors import field_error, forbidden, not_found
 from cloud.api.publishers import desired_publisher
@@ -19,7 +26,6 @@ from cloud.api.scoping import device_clause, target_org
 from cloud.audit.service import changes, record
 from cloud.db import request_session
 from cloud.devices.models import TRANSITIONS, Device, device_group_members
-from cloud.organizations.models import Site
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +48,6 @@ def get_device(device_id: str, permission: str) -> Device:
             forbidden(permission)
         not_found("device")
     return device
-
-
-def _check_site(site_id: int | None, organization_id: int) -> None:
-    if site_id is None:
-        return
-    site = request_session().get(Site, site_id)
-    if site is None or site.organization_id != organization_id:
-        field_error("site_id", "unknown site in the device's organization")
 
 
 @devices.route("")
@@ -101,7 +99,7 @@ class Devices(MethodView):
         data["id"] = data["id"] or "af-" + secrets.token_hex(6)
         for field in ("id", "serial", "mac"):
             ensure_unique(Device, field, data[field])
-        _check_site(data["site_id"], data["organization_id"])
+        check_site(data["site_id"], data["organization_id"])
         device = Device(**data)
         session = request_session()
         session.add(device)
@@ -133,11 +131,20 @@ class DeviceItem(MethodView):
     @devices.arguments(DeviceUpdateSchema)
     @devices.response(200, DeviceSchema)
     def patch(self, data: dict[str, Any], device_id: str) -> Device:
-        """Update a device's name, site, family, firmware version or lifecycle state."""
+        """Update a device's name, site, family, firmware version or lifecycle state; a platform
+        admin may also move it to another organization (`organization_id`)."""
         device = get_device(device_id, "devices:update")
         devices.check_etag(device, DeviceSchema)
+        session = request_session()
+        before = device.organization_id
+        moved = data.get("organization_id", before) != before
+        if moved:
+            check_organization_move(data["organization_id"])
+            data.setdefault("site_id", None)  # the old site belongs to the old organization
+        else:
+            data.pop("organization_id", None)
         if "site_id" in data:
-            _check_site(data["site_id"], device.organization_id)
+            check_site(data["site_id"], data.get("organization_id", before))
         new_state = data.get("state")
         if new_state not in (None, device.state) and new_state not in TRANSITIONS[device.state]:
             allowed = ", ".join(sorted(s.value for s in TRANSITIONS[device.state])) or "none"
@@ -146,17 +153,23 @@ class DeviceItem(MethodView):
                 f"cannot go from {device.state.value} to {new_state.value}; allowed: {allowed}",
                 status=409,
             )
+        left_behind = leave_organization(device) if moved else {}
         diff = changes(device, data)
-        if diff:
+        principal = current_principal()
+        if moved:
+            record_move(principal, device, before, diff, left_behind)
+        elif diff:
             record(
-                request_session(),
-                current_principal(),
+                session,
+                principal,
                 "device.update",
                 "device",
                 device.id,
                 device.organization_id,
                 diff,
             )
+        if moved or "site_id" in diff:  # who may charge here changed: so does the card list
+            outbox.request_lists(session, [device.id])
         commit()
         return device
 

@@ -11,6 +11,7 @@ from marshmallow import ValidationError, fields, validate
 from cloud.api.fields import Id, QueryId, Text
 from cloud.api.schemas import ResourceSchema, Schema
 from cloud.devices.models import LifecycleState, Protocol
+from parameters import known_families
 
 # The id is the MQTT client id, username, topic root and certificate CN: no '/', '+', '#'.
 DEVICE_ID = validate.Regexp(
@@ -40,6 +41,16 @@ class Mac(fields.String):
             raise ValidationError("Not a MAC address, e.g. 24:0A:C4:12:34:56.") from exc
 
 
+def known_family(value: str) -> None:
+    """Refuse a hardware family with no shipped parameter schema, listing the known ones."""
+    families = known_families()
+    if value not in families:
+        raise ValidationError(f"Unknown hardware family {value!r}; known: {', '.join(families)}.")
+
+
+_FAMILY_DOC = {"description": "A shipped hardware family: " + ", ".join(known_families()) + "."}
+
+
 _STATE = fields.Enum(LifecycleState, by_value=True)
 
 
@@ -55,8 +66,20 @@ class DeviceSchema(ResourceSchema):
     serial = Text(64, min_length=1, required=True)
     mac = Mac(allow_none=True, load_default=None)
     name = Text(200, load_default="")
-    hardware_family = Text(64, min_length=1, required=True)
-    firmware_version = Text(64, allow_none=True, load_default=None)
+    hardware_family = Text(
+        64, min_length=1, required=True, validate=known_family, metadata=_FAMILY_DOC
+    )
+    firmware_version = Text(
+        64,
+        allow_none=True,
+        load_default=None,
+        metadata={"description": "Set by the device: the version its status announces."},
+    )
+    schema_version = fields.String(
+        dump_only=True,
+        allow_none=True,
+        metadata={"description": "Parameter schema the device announced (`ac22-3p.3`)."},
+    )
     protocol = fields.Enum(Protocol, by_value=True, load_default=Protocol.NATIVE)
     state = fields.Enum(LifecycleState, by_value=True, load_default=LifecycleState.MANUFACTURED)
     organization_id = Id(load_default=None)
@@ -80,9 +103,18 @@ class DeviceUpdateSchema(Schema):
     """The fields of a device record that can change through the API."""
 
     name = Text(200)
-    site_id = Id(allow_none=True)
+    site_id = Id(
+        allow_none=True,
+        metadata={"description": "A site of the device's (new) organization, or null."},
+    )
+    organization_id = Id(
+        metadata={
+            "description": "Move the device to another organization (platform admins only): "
+            "its site, groups, owner and guest access and card lists stay behind."
+        }
+    )
     firmware_version = Text(64, allow_none=True)
-    hardware_family = Text(64, min_length=1)
+    hardware_family = Text(64, min_length=1, validate=known_family, metadata=_FAMILY_DOC)
     state = fields.Enum(
         LifecycleState,
         by_value=True,

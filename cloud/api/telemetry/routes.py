@@ -16,7 +16,7 @@ from webargs.fields import DelimitedList
 from cloud.api.auth import requires
 from cloud.api.blueprint import Blueprint
 from cloud.api.devices.routes import get_device
-from cloud.api.fields import QueryId, Text, UtcDateTime
+from cloud.api.fields import Moment, QueryId, Text
 from cloud.api.schemas import Schema
 from cloud.api.scoping import device_clause
 from cloud.configuration import UnknownFamilyError
@@ -36,6 +36,7 @@ fleet = Blueprint(
 )
 
 MAX_POINTS = 10_000
+DEFAULT_RANGE = dt.timedelta(hours=1)  # history without a start: the last hour
 PARAM = validate.Regexp(r"^[a-z][a-z0-9_.]{0,63}$", error="Not a parameter id.")
 
 
@@ -74,8 +75,13 @@ class LatestQuerySchema(Schema):
 class HistoryQuerySchema(Schema):
     """A time range of a device's telemetry."""
 
-    start = UtcDateTime(required=True, metadata={"description": "ISO 8601 with zone."})
-    end = UtcDateTime(metadata={"description": "Exclusive; default now."})
+    start = Moment(
+        metadata={
+            "description": "Inclusive: ISO 8601 with zone, `now`, or relative (`-15m`, `-1h`, "
+            "`-7d`); default one hour before `end`."
+        }
+    )
+    end = Moment(metadata={"description": "Exclusive; like `start`; default now."})
     # Not named `fields`: that would shadow the marshmallow module in this class body.
     parameters = DelimitedList(
         Text(64, validate=PARAM),
@@ -96,8 +102,9 @@ class HistoryQuerySchema(Schema):
 
     @validates_schema
     def _consistent(self, data: dict[str, Any], **_: Any) -> None:
-        end = data.get("end") or dt.datetime.now(dt.UTC)
-        if data["start"] >= end:
+        end = data.setdefault("end", dt.datetime.now(dt.UTC))
+        start = data.setdefault("start", end - DEFAULT_RANGE)
+        if start >= end:
             raise ValidationError("Must be before end.", "start")
         if ("interval" in data) != ("aggregate" in data):
             raise ValidationError("interval and aggregate go together.", "aggregate")
@@ -196,7 +203,7 @@ class History(MethodView):
         or max). At most `limit` points, oldest first; a Link rel="next" header continues."""
         device = get_device(device_id, "telemetry:read")
         start = _ms(query["start"])
-        end = _ms(query.get("end") or dt.datetime.now(dt.UTC))
+        end = _ms(query["end"])  # both set by HistoryQuerySchema
         limit = query["limit"]
         points = telemetry_store().history(  # StoreUnavailableError: 503 (cloud.api.errors)
             device.id,
@@ -212,9 +219,11 @@ class History(MethodView):
         if len(points) > limit:
             points = points[:limit]
             step = (query.get("interval") or 0) * 1000 or 1
+            # Absolute bounds: a relative or omitted end would move on between the pages.
             args: dict[str, Any] = {
                 **request.args.to_dict(),
                 "start": _iso(points[-1].ts_ms + step),
+                "end": _iso(end),
             }
             headers["Link"] = (
                 f'<{url_for("telemetry.History", device_id=device.id, **args)}>; rel="next"'
