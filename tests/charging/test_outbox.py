@@ -201,6 +201,35 @@ def published_total() -> float:
     return REGISTRY.get_sample_value("ampfleet_auth_lists_published_total") or 0.0
 
 
+def test_group_membership_moves_the_card_of_a_role_narrowed_to_the_group(
+    admin: Client, tenant: Tenant, worker: Worker
+) -> None:
+    """A role narrowed to a device group reaches the chargers in it: adding a charger to the
+    group, removing it, and deleting the group each change its list."""
+    group = admin.created(
+        "/device-groups", {"name": "g-" + secrets.token_hex(3), "organization_id": tenant.id}
+    )
+    device_id = tenant.device()["id"]
+    user, _ = tenant.user()
+    uid = card(admin, tenant, user["id"])
+    admin.created(
+        f"/users/{user['id']}/role-assignments",
+        {"role_id": role_id(admin, "operator"), "device_group_id": group["id"]},
+    )
+    assert worker.lists_of(device_id)[-1].tokens == {}
+    member = f"/device-groups/{group['id']}/devices/{device_id}"
+    assert admin.put(member).status_code == 204
+    assert worker.lists_of(device_id)[-1].tokens == {uid: None}
+    assert admin.delete(member).status_code == 204
+    assert worker.lists_of(device_id)[-1].tokens == {}
+    assert admin.put(member).status_code == 204
+    assert worker.lists_of(device_id)[-1].tokens == {uid: None}
+    etag = admin.get(f"/device-groups/{group['id']}").headers["ETag"]
+    gone = admin.delete(f"/device-groups/{group['id']}", headers={"If-Match": etag})
+    assert gone.status_code == 204
+    assert worker.lists_of(device_id)[-1].tokens == {}
+
+
 def test_the_worker_publishes_assignments_and_deactivations_to_the_retained_list(
     link: Link, charging_worker: Any
 ) -> None:

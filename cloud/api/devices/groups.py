@@ -7,6 +7,7 @@ from typing import Any
 from flask.views import MethodView
 from sqlalchemy import Select, delete, insert, or_, select
 
+from cloud.access import outbox
 from cloud.api.auth import current_principal, requires
 from cloud.api.blueprint import Blueprint
 from cloud.api.devices.routes import get_device
@@ -144,6 +145,13 @@ class DeviceGroupItem(MethodView):
             group.organization_id,
             {"name": group.name},
         )
+        # Roles narrowed to the group no longer reach its chargers: their card lists change.
+        members = session.scalars(
+            select(device_group_members.c.device_id).where(
+                device_group_members.c.group_id == group.id
+            )
+        ).all()
+        outbox.request_lists(session, members)
         session.delete(group)
         commit()
 
@@ -186,6 +194,8 @@ class Member(MethodView):
                 group.organization_id,
                 {"device_id": device.id},
             )
+            # A role narrowed to the group now reaches this charger: its card list changes.
+            outbox.request_lists(session, [device.id])
         commit()
 
     @requires("device-groups:write")
@@ -211,4 +221,5 @@ class Member(MethodView):
             group.organization_id,
             {"device_id": device_id},
         )
+        outbox.request_lists(session, [device_id])
         commit()
