@@ -47,6 +47,7 @@ from tests.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, Client, Tenant, role_id, 
 
 #: Generated requests per operation and generation mode: the whole run stays within minutes.
 MAX_EXAMPLES = 12
+LOW_PRIVILEGE_EXAMPLES = 4
 #: How often a path parameter is replaced by a known id, and how often by the fuzzer's own.
 KNOWN_ID_RATE = 0.7
 OWN_ID_RATE = 0.2
@@ -89,6 +90,7 @@ class Fuzzer:
         self.random = random.Random(13)
         self.platform_admin_role = role_id(admin, "platform-admin")
         self.admin_id = 0
+        self.operator: Client | None = None  # a low-privilege user of one organization
         self.admin_assignment = 0
         self.platform_org = 0
         #: lock-out attempt -> the status of each time it was made
@@ -98,8 +100,8 @@ class Fuzzer:
         if value is not None and value not in self.known[name]:
             self.known[name].append(value)
 
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.admin.token}"}
+    def headers(self, client: Client | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {(client or self.admin).token}"}
 
     def own_ids(self) -> dict[str, Any]:
         """The path parameters that name the fuzzer itself or what keeps it in."""
@@ -273,7 +275,7 @@ def fuzzer(fuzz_app: Flask) -> Fuzzer:
         fuzzer.learn("role_id", role["id"])
     tenant = Tenant.create(admin)
     fuzzer.learn("organization_id", tenant.id)
-    user, _ = tenant.user("operator")
+    user, fuzzer.operator = tenant.user("operator")
     fuzzer.learn("user_id", user["id"])
     for assignment in admin.get(f"/users/{user['id']}/role-assignments").get_json():
         fuzzer.learn("assignment_id", assignment["id"])
@@ -323,10 +325,12 @@ CHECKS = [
 ]
 
 
-def send(fuzzer: Fuzzer, case: schemathesis.Case, explicit: bool = False) -> None:
-    """Send one case as the fuzzer and check the answer against the document."""
+def send(
+    fuzzer: Fuzzer, case: schemathesis.Case, explicit: bool = False, as_: Client | None = None
+) -> None:
+    """Send one case as the fuzzer (or ``as_``) and check the answer against the document."""
     fuzzer.prepare(case, explicit)
-    response = case.call(headers=fuzzer.headers())
+    response = case.call(headers=fuzzer.headers(as_))
     case.validate_response(response, checks=CHECKS)
     fuzzer.record(case, response)
 
@@ -359,6 +363,27 @@ def test_fuzz(label: str, mode: GenerationMode, api_schema: Any, fuzzer: Fuzzer)
     except Unsatisfiable:
         # Negative mode on an operation with no parameter, body or token to spoil (the JWKS).
         pytest.skip("nothing in this operation can be made invalid")
+
+
+@pytest.mark.parametrize("label", documented_operations())
+def test_fuzz_as_a_low_privilege_user(label: str, api_schema: Any, fuzzer: Fuzzer) -> None:
+    """An operator of one organization gets declared answers too (403, 404...), and no more."""
+    operation = api_schema.find_operation_by_label(label)
+    assert operation is not None, label
+
+    @settings(
+        max_examples=LOW_PRIVILEGE_EXAMPLES,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        derandomize=True,
+        database=None,
+        phases=[Phase.explicit, Phase.generate],
+    )
+    @given(case=operation.as_strategy(generation_mode=GenerationMode.POSITIVE))
+    def fuzz(case: schemathesis.Case) -> None:
+        send(fuzzer, case, as_=fuzzer.operator)
+
+    fuzz()
 
 
 def test_the_fuzzer_is_still_in(fuzzer: Fuzzer) -> None:
