@@ -17,6 +17,7 @@ from cloud.api import metrics
 from cloud.api.auth import SECURITY_SCHEME
 from cloud.api.errors import ErrorSchema, register_error_handlers
 from cloud.api.fields import DecimalNumber
+from cloud.api.openapi import CommonResponses
 from cloud.audit.service import ORIGIN, Origin
 from cloud.db import MAX_ID, Database
 from cloud.identity.keys import SigningKey
@@ -107,7 +108,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
         hasher, tokens, settings.refresh_token_ttl, throttle
     )
 
-    api = _Api(app)
+    api = _Api(app, spec_kwargs={"extra_plugins": [CommonResponses()]})
     api.register_converter(
         IdConverter, lambda _c: {"type": "integer", "minimum": 1, "maximum": MAX_ID}
     )

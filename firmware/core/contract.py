@@ -96,6 +96,11 @@ INT_MAX = 9223372036854775807
 DEFAULT_NODE = "master"
 STATUS_STATES = ("online", "offline")
 SEVERITIES = ("info", "warning", "error", "critical")
+# Events the device must not lose to an overflow of its offline buffer (contract 7): the
+# records of charging sessions, which billing is made of. They have a buffer of their own.
+MUST_DELIVER = ("charging.started", "charging.meter_start", "charging.stopped")
+# The event reporting session events lost all the same (its own buffer overflowed).
+SESSIONS_LOST = "charging.lost"
 COMMAND_STATUSES = ("accepted", "ok", "rejected", "error")
 OTA_STATES = ("downloading", "verifying", "installed", "confirmed", "failed", "rolled_back")
 

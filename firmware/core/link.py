@@ -19,8 +19,9 @@ What the link does:
 * connect after ``Backoff.first_delay`` (power-on jitter), then on every CONNACK subscribe to
   the downlink channels (``config/desired``, ``cmd``, ``ota``, ``auth/list``), publish
   ``status`` online (retained, with ``fw`` and the schema tag ``<family>.<schema_version>``),
-  publish ``config/reported``, report dropped messages (``buffer.overflow``), then replay the
-  outbox oldest first, paced;
+  publish ``config/reported``, report dropped messages (``buffer.overflow``, and
+  ``charging.lost`` for session events), then replay the outbox, session events first, each
+  ring oldest first, paced;
 * when the connection drops: back off with full jitter and buffer telemetry and events
   (command results and OTA statuses are held, a few, and sent on reconnect);
 * ``config/desired``: a new version is checked against the schema (``params.Settings``),
@@ -213,6 +214,15 @@ class Link:
             if not self._publish(contract.EVENTS, payload):
                 self.outbox.put(contract.EVENTS, payload)
                 return
+        if self.outbox.session_dropped and self.clock_set:
+            # Sessions the cloud will never bill: an error, not a warning (contract 7).
+            data = {"dropped": self.outbox.session_dropped}
+            lost = contract.SESSIONS_LOST
+            payload = contract.encode_event(now, self.event_seq, lost, "error", data)
+            self.event_seq += 1
+            if not self._publish(contract.EVENTS, payload):
+                return  # still counted: reported after the next connection
+            self.outbox.take_session_dropped()
         held = self.held
         self.held = []
         for channel, payload in held:
@@ -313,7 +323,7 @@ class Link:
             node = None
         payload = contract.encode_event(ts, self.event_seq, type, severity, data, node)
         self.event_seq += 1
-        self._send(contract.EVENTS, payload)
+        self._send(contract.EVENTS, payload, type in contract.MUST_DELIVER)
         return True
 
     def send_ota_status(
@@ -358,11 +368,11 @@ class Link:
             return False
         return True
 
-    def _send(self, channel: str, payload: bytes) -> None:
+    def _send(self, channel: str, payload: bytes, must_deliver: bool = False) -> None:
         # Live messages wait behind buffered ones: the cloud sees one device's stream in order.
         if self.state == UP and not len(self.outbox) and self._publish(channel, payload):
             return
-        self.outbox.put(channel, payload)
+        self.outbox.put(channel, payload, must_deliver)
 
     def _send_or_hold(self, channel: str, payload: bytes) -> None:
         if self.state == UP and self._publish(channel, payload):

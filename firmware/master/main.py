@@ -519,6 +519,7 @@ class Master:
             "link": self.link.state,
             "outbox": len(self.link.outbox),
             "dropped": self.link.outbox.dropped,
+            "session_dropped": self.link.outbox.session_dropped,
             "rejected": self.link.rejected,
             "errors": self.link.errors,
             "flagged": self.sampler.flagged,

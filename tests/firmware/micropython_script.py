@@ -317,6 +317,15 @@ def test_backoff_outbox():
         [box.pop(), box.pop(), box.pop(), box.pop(), box.take_dropped()],
         [("telemetry", b"\x02"), ("telemetry", b"\x03"), ("telemetry", b"\x04"), None, 2],
     )
+    box = outbox.Outbox(capacity=1, session_capacity=1)
+    box.put("telemetry", b"t")
+    box.put("events", b"a", True)
+    box.put("events", b"b", True)
+    check(
+        "outbox sessions",
+        [box.pop(), box.pop(), box.pop(), box.take_session_dropped(), box.session_dropped],
+        [("telemetry", b"t"), ("events", b"b"), None, 1, 0],
+    )
 
 
 # --- link and the master with its slaves --------------------------------------------------------

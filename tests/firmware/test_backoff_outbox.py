@@ -92,10 +92,35 @@ def test_outbox_is_bounded_in_bytes_too() -> None:
 
 def test_outbox_releases_its_ring_when_drained() -> None:
     box = Outbox(capacity=8)
-    assert box._items is None
+    assert box.main._items is None and box.sessions._items is None
     box.put("telemetry", b"x")
-    assert box._items is not None
+    box.put("events", b"y", must_deliver=True)
+    assert box.main._items is not None and box.sessions._items is not None
     box.pop()
-    assert box._items is None and box.size == 0
+    box.pop()
+    assert box.main._items is None and box.sessions._items is None and box.size == 0
     with pytest.raises(ValueError):
         Outbox(capacity=0)
+
+
+def test_session_events_have_their_own_ring() -> None:
+    """Telemetry cannot push session events out; the replay keeps the order they were put in."""
+    box = Outbox(capacity=2, session_capacity=2)
+    box.put("telemetry", b"t0")
+    box.put("events", b"started", must_deliver=True)
+    for n in range(1, 5):
+        box.put("telemetry", b"t%d" % n)  # pushes out telemetry only
+    box.put("events", b"stopped", must_deliver=True)
+    assert len(box) == 4 and box.dropped == 3 and box.session_dropped == 0
+    assert [box.pop() for _ in range(5)] == [
+        ("events", b"started"),
+        ("telemetry", b"t3"),
+        ("telemetry", b"t4"),
+        ("events", b"stopped"),
+        None,
+    ]
+    for n in range(3):
+        box.put("events", b"%d" % n, must_deliver=True)
+    assert box.session_dropped == 1 and box.dropped == 3
+    assert box.take_session_dropped() == 1 and box.take_session_dropped() == 0
+    assert box.take_dropped() == 3

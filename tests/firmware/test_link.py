@@ -168,6 +168,68 @@ def test_overflow_is_reported_after_reconnecting(
     assert [e.seq for e in rig.events() if e.type == "test.event"] == [3, 4, 5, 6, 7]
 
 
+def _session_events(number: int) -> dict[str, Any]:
+    return {"session": f"S{number}", "connector": 1}
+
+
+def test_a_long_outage_keeps_every_session_event(
+    family: params.Family, broker: MemoryBroker
+) -> None:
+    """Telemetry floods the buffer for hours; the sessions of that time all reach the cloud."""
+    rig = Rig(family, broker, outbox=Outbox(capacity=20))
+    rig.connect()
+    broker.outage()
+    rig.tick(0)
+    for session in range(10):
+        rig.link.send_event(rig.now, "charging.started", "info", _session_events(session))
+        for _ in range(60):  # a sample a minute for an hour
+            rig.now += 60_000
+            rig.link.send_telemetry(rig.now, "meter", {"power_w": 7000.0})
+        rig.link.send_event(rig.now, "charging.stopped", "info", _session_events(session))
+    broker.restore()
+    rig.connect()
+    for _ in range(10):
+        rig.tick(1000)
+    assert not len(rig.link.outbox)
+    started = [e.data["session"] for e in rig.events() if e.type == "charging.started"]
+    stopped = [e.data["session"] for e in rig.events() if e.type == "charging.stopped"]
+    assert started == stopped == [f"S{n}" for n in range(10)]
+    # The telemetry ring overflowed (580 samples dropped) and says so; no session was lost.
+    assert [e.data for e in rig.events() if e.type == "buffer.overflow"] == [{"dropped": 580}]
+    assert not [e for e in rig.events() if e.type == contract.SESSIONS_LOST]
+    assert len(rig.sent(contract.TELEMETRY)) == 20
+
+
+def test_losing_session_events_is_counted_and_alarmed(
+    family: params.Family, broker: MemoryBroker
+) -> None:
+    """When the session ring itself overflows, the loss is counted and reported as an error."""
+    rig = Rig(family, broker, outbox=Outbox(capacity=20, session_capacity=4))
+    rig.connect()
+    broker.outage()
+    rig.tick(0)
+    for session in range(6):
+        rig.link.send_event(rig.now, "charging.started", "info", _session_events(session))
+        rig.link.send_telemetry(rig.now, "meter", {"power_w": 7000.0})
+        rig.link.send_event(rig.now, "charging.stopped", "info", _session_events(session))
+    assert rig.link.outbox.session_dropped == 8
+    broker.restore()
+    rig.connect()
+    for _ in range(3):
+        rig.tick(1000)
+    lost = [e for e in rig.events() if e.type == contract.SESSIONS_LOST]
+    assert [(e.severity, e.data) for e in lost] == [("error", {"dropped": 8})]
+    assert rig.link.outbox.session_dropped == 0
+    kept = [(e.type, e.data["session"]) for e in rig.events() if e.type.startswith("charging.s")]
+    assert kept == [
+        ("charging.started", "S4"),
+        ("charging.stopped", "S4"),
+        ("charging.started", "S5"),
+        ("charging.stopped", "S5"),
+    ]
+    assert not [e for e in rig.events() if e.type == "buffer.overflow"]
+
+
 def test_backoff_after_a_drop_and_refused_credentials(
     family: params.Family, broker: MemoryBroker
 ) -> None:

@@ -310,6 +310,7 @@ class InvitationItem(MethodView):
     @requires("devices:read")
     @invitations_blp.etag
     @invitations_blp.response(204)
+    @invitations_blp.alt_response(410, response="GONE")
     def delete(self, invitation_id: str) -> None:
         """Revoke a pending invitation (its charger's owners and holders of `users:write`):
         its link stops working. 409 once accepted (remove the access instead), 410 if revoked."""

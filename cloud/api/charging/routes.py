@@ -192,6 +192,38 @@ class DeviceSessions(MethodView):
         return charging
 
 
+#: One event of the live view's stream, as OpenAPI 3.0 describes an event stream (the schema of
+#: each event); its ``data`` is JSON, described with JSON Schema's contentMediaType/contentSchema
+#: (the keywords OpenAPI 3.1 adopts) so that a client or a fuzzer can check it.
+LIVE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": ["session"]},
+        "retry": {"type": "integer", "minimum": 0},
+        "id": {"type": "string"},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {
+                "type": "object",
+                "required": ["device_id", "session", "power_w", "energy_wh", "measured_at"],
+                "properties": {
+                    "device_id": {"type": "string"},
+                    "session": {
+                        "allOf": [{"$ref": "#/components/schemas/Session"}],
+                        "nullable": True,
+                    },
+                    "power_w": {"type": "number", "nullable": True},
+                    "energy_wh": {"type": "number", "nullable": True},
+                    "measured_at": {"type": "string", "format": "date-time", "nullable": True},
+                },
+                "additionalProperties": False,
+            },
+        },
+    },
+}
+
+
 @device_sessions.route("/<string(maxlength=64):device_id>/sessions/live", endpoint="Live")
 class LiveView(MethodView):
     @requires_any("sessions:read", "charging:start")
@@ -206,7 +238,7 @@ class LiveView(MethodView):
                 "second); `: keep-alive` comments otherwise. The stream ends after "
                 "`AMPFLEET_CHARGING_LIVE_MAX_SECONDS`; EventSource clients reconnect by "
                 "themselves (`retry`).",
-                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                "content": {"text/event-stream": {"schema": LIVE_EVENT}},
             },
             "404": {"description": "Unknown charger, or not yours."},
         }

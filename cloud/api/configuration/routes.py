@@ -202,6 +202,7 @@ class Parameters(MethodView):
     @requires("devices:read")
     @device_parameters.etag
     @device_parameters.response(200)
+    @device_parameters.alt_response(409, response="CONFLICT")
     def get(self, device_id: str) -> dict[str, Any]:
         """The parameters the caller may read: desired, reported, delta and recent changes."""
         device = get_device(device_id, "devices:read")

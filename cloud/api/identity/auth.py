@@ -182,6 +182,7 @@ class Jwks(MethodView):
 @auth.route("/me")
 class Me(MethodView):
     @auth.response(200, MeSchema)
+    @auth.alt_response(401, response="UNAUTHORIZED")
     @auth.doc(security=[{"bearerAuth": []}])
     def get(self) -> Principal:
         """The caller and what it holds where. Needs only a valid token."""

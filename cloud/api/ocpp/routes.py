@@ -76,6 +76,7 @@ class OcppChargerItem(MethodView):
     @requires("devices:read")
     @ocpp_chargers.etag
     @ocpp_chargers.response(200, OcppChargerSchema)
+    @ocpp_chargers.alt_response(409, response="CONFLICT")
     def get(self, device_id: str) -> OcppCharger:
         """What the bridge knows of the charger (409 for a device that is not OCPP)."""
         return _charger(get_device(device_id, "devices:read"), create=False)
