@@ -72,7 +72,9 @@ DURABLE_CHANNELS = (
     contract.CONFIG_REPORTED,
     contract.CMD_RESULT,
 )
-DRAIN_TIMEOUT = 10.0  # seconds a stopping broker waits for the workers to take their queues
+# Seconds a stopping broker waits for the workers to take their queues: with the save and the
+# shutdown, a stop fits in the 10 s `ampfleet up` gives the broker before SIGKILL.
+DRAIN_TIMEOUT = 7.0
 SESSIONS_FILE = "broker-sessions.db"
 _PROBE_DEVICE = "probe"  # a device id to test topic filters with
 _UNAVAILABLE = "server unavailable (devices wait for the workers)"

@@ -37,7 +37,7 @@ def run(wait_for_workers: bool) -> None:
     AMPFLEET_BROKER_SERVICE_USER and its password.
 
     On SIGTERM or Ctrl-C it refuses and disconnects devices, lets the connected workers take
-    what is queued for them (at most 10 s), and keeps the persistent sessions with what is
+    what is queued for them (at most 7 s), and keeps the persistent sessions with what is
     left in broker-sessions.db in the data directory, for the next start: stop the broker
     before the workers.
     """
