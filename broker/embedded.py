@@ -11,31 +11,50 @@ amqtt 0.12.1 speaks MQTT 3.1.1 only and has no ``$share``. It also touches the s
 registry before it authenticates a CONNECT: a client that merely knows a device id could make
 it forget the device's session (clean session) or take the connected device over (persistent
 session). ``DeviceBroker`` authenticates first.
+
+No acknowledged sample is lost (docs/device-link.md, "Delivery guarantee"):
+
+* outgoing QoS 1 messages stay in a persistent session until the subscriber acknowledges them,
+  and are resent when it comes back (broker.amqtt_handler; MQTT 3.1.1 §4.4);
+* with a ``Durability`` (what ``ampfleet broker run`` uses), devices are refused with CONNACK 3
+  "server unavailable" until every channel of ``Durability.channels`` has a persistent
+  subscription of the cloud's service account — a sample is never acknowledged that no durable
+  subscriber would get; on stop, the broker refuses and disconnects devices, lets the connected
+  workers take what is queued for them (at most ``drain_timeout``), and writes the persistent
+  sessions with what is left to ``broker-sessions.db`` (broker.session_store), read back on
+  the next start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from amqtt.adapters import ReaderAdapter, WriterAdapter
-from amqtt.broker import Broker
+from amqtt.broker import Broker, RetainedApplicationMessage
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.mqtt.connack import SERVER_UNAVAILABLE, ConnackPacket
+from amqtt.mqtt.constants import QOS_1, QOS_2
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session
 from amqtt.utils import gen_client_id
 
+from broker.amqtt_handler import DurableHandler
 from broker.amqtt_plugins import IDENTITY, session_identity
 from broker.registry import DeviceRegistry, Identity
+from broker.session_store import SessionStore, StoredMessage, StoredSession
 from cloud.db import Database
 from cloud.devicelink.accounts import bridge_password, service_password
 from cloud.identity.passwords import SecretHasher
 from cloud.settings import Settings, SettingsError
+from firmware.core import contract
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +63,35 @@ RECHECK_INTERVAL = 1.5  # seconds between re-checks of connected devices
 # fleet that comes and goes does not grow the broker's memory for ever.
 SESSION_EXPIRY = 24 * 3600
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+# The uplink channels the cloud's workers consume with persistent sessions (ingest, status,
+# charging, config): a device may publish only once each has one (``Durability``).
+DURABLE_CHANNELS = (
+    contract.TELEMETRY,
+    contract.STATUS,
+    contract.EVENTS,
+    contract.CONFIG_REPORTED,
+    contract.CMD_RESULT,
+)
+# Seconds a stopping broker waits for the workers to take their queues: with the save and the
+# shutdown, a stop fits in the 10 s `ampfleet up` gives the broker before SIGKILL.
+DRAIN_TIMEOUT = 7.0
+SESSIONS_FILE = "broker-sessions.db"
+_PROBE_DEVICE = "probe"  # a device id to test topic filters with
+_UNAVAILABLE = "server unavailable (devices wait for the workers)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Durability:
+    """What makes the embedded broker keep acknowledged messages across starts and stops."""
+
+    channels: tuple[str, ...] = DURABLE_CHANNELS
+    store: SessionStore | None = None
+    drain_timeout: float = DRAIN_TIMEOUT
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Durability:
+        """The durability of ``ampfleet broker run``: sessions kept in the data directory."""
+        return cls(store=SessionStore(settings.data_path / SESSIONS_FILE))
 
 
 def listen_address(broker_url: str) -> tuple[str, int, bool]:
@@ -118,9 +166,67 @@ class DeviceBroker(Broker):
     it over. MQTT-3.1.4-2 lets an *authenticated* client take over its own session only.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, durable_channels: tuple[str, ...] = (), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._subscriptions = _Subscriptions(self._subscriptions)  # type: ignore[has-type]
+        self.durable_channels = durable_channels
+        self.closing = False  # stopping: devices are refused
+        self._admitting = not durable_channels
+        self._refusals = 0
+
+    def missing_channels(self) -> list[str]:
+        """The durable channels no persistent session of the service account subscribes to."""
+        return [
+            channel
+            for channel in self.durable_channels
+            if not self._durably_subscribed(contract.topic(_PROBE_DEVICE, channel))
+        ]
+
+    def _durably_subscribed(self, topic: str) -> bool:
+        for topic_filter, holders in self._subscriptions.items():
+            if not self._matches(topic, topic_filter):
+                continue
+            for holder, _qos in holders:
+                identity = session_identity(holder)
+                if not holder.clean_session and identity is not None and identity.is_service:
+                    return True
+        return False
+
+    def admits_devices(self) -> bool:
+        """Whether a device (or the OCPP bridge) may connect now.
+
+        Not before every durable channel has its persistent subscriber: amqtt acknowledges a
+        PUBLISH nobody subscribes to and drops it. Once open, the gate stays open: a worker
+        that goes away keeps its session, and the broker queues for it.
+        """
+        if self.closing:
+            return False
+        if not self._admitting:
+            missing = self.missing_channels()
+            if missing:
+                return False
+            self._admitting = True
+            log.info("the workers' durable subscriptions are in place: admitting devices")
+        return True
+
+    async def _refuse_unavailable(
+        self,
+        handler: BrokerProtocolHandler,
+        session: Session,
+        reader: ReaderAdapter,
+        writer: WriterAdapter,
+        where: str,
+    ) -> None:
+        """CONNACK 3, server unavailable (MQTT 3.1.1 table 3.1): devices retry with back-off."""
+        self._refusals += 1
+        if self._refusals == 1 or self._refusals % 100 == 0:
+            why = "stopping" if self.closing else f"waiting for {self.missing_channels()}"
+            log.info("refusing devices for now (%s): %d refused so far", why, self._refusals)
+        session.parent = 0
+        handler.attach(session, reader, writer)
+        await handler._send_packet(ConnackPacket.build(0, SERVER_UNAVAILABLE))
+        await writer.close()
+        raise MQTTError(f"{where}: {_UNAVAILABLE}")
 
     async def _initialize_client_session(
         self,
@@ -130,7 +236,7 @@ class DeviceBroker(Broker):
         remote_port: int,
     ) -> tuple[BrokerProtocolHandler, Session]:
         try:
-            handler, session = await BrokerProtocolHandler.init_from_connect(
+            handler, session = await DurableHandler.init_from_connect(
                 reader, writer, self.plugins_manager
             )
         except (AMQTTError, NoDataError) as exc:
@@ -145,6 +251,11 @@ class DeviceBroker(Broker):
             await handler.mqtt_connack_authorize(False)
             await writer.close()
             raise MQTTError(f"{remote_address}:{remote_port}: not authorized")
+        identity = session_identity(session)
+        if (identity is None or not identity.is_service) and not self.admits_devices():
+            await self._refuse_unavailable(
+                handler, session, reader, writer, f"{remote_address}:{remote_port}"
+            )
         # The rest is amqtt's own bookkeeping (amqtt/broker.py 0.12.1), now behind the check.
         if session.clean_session:
             if session.client_id:
@@ -163,6 +274,8 @@ class DeviceBroker(Broker):
                 setattr(existing, name, getattr(session, name))
             existing.will_retain = session.will_retain
             existing.username, existing.password = session.username, session.password
+            # Who is connecting now (a restored session, or one whose credential rotated).
+            existing.attributes[IDENTITY] = session.attributes.get(IDENTITY)
             session = existing
             session.parent = 1
         else:
@@ -187,6 +300,105 @@ class DeviceBroker(Broker):
         if any(holder is session for holder, _ in holders):
             await super()._publish_retained_messages_for_subscription(subscription, session)
 
+    async def _publish_session_retained_messages(self, session: Session) -> None:
+        """Send what was queued for ``session`` while it was away, without waiting for PUBACKs.
+
+        amqtt 0.12.1 awaits every acknowledgement here, before it reads the client's next
+        SUBSCRIBE; with no PUBACK time-out (broker.amqtt_handler) a slow subscriber would
+        stall its own connection. The broadcast loop reaps these tasks like its own. They are
+        sent as what they are, not as retained messages (MQTT-3.3.1-9: RETAIN 0 on delivery to
+        an existing subscription).
+        """
+        handler = self._get_handler(session)
+        if handler is None:
+            return
+        while not session.retained_messages.empty():
+            queued = session.retained_messages.get_nowait()
+            self._tasks_queue.append(
+                asyncio.ensure_future(
+                    handler.mqtt_publish(queued.topic, queued.data, queued.qos, retain=False)
+                )
+            )
+
+    def pending(self) -> int:
+        """Messages not yet acknowledged by the connected persistent sessions (and not yet
+        broadcast): what a stopping broker waits for."""
+        count = self._broadcast_queue.qsize()
+        for session, _handler in self._sessions.values():
+            if not session.clean_session and session.transitions.is_connected():
+                count += session.retained_messages.qsize() + len(session.inflight_out)
+        return count
+
+    async def disconnect_devices(self) -> None:
+        """Close every connection but the cloud's services' (their wills are published)."""
+        for session, handler in list(self._sessions.values()):
+            identity = session_identity(session)
+            if session.transitions.is_connected() and (identity is None or not identity.is_service):
+                await handler.handle_connection_closed()
+
+    def stored_sessions(self) -> list[StoredSession]:
+        """The persistent sessions, with what they have not acknowledged, to save on stop."""
+        stored = []
+        for client_id, (session, _handler) in self._sessions.items():
+            identity = session_identity(session)
+            if session.clean_session or identity is None:
+                continue
+            subscriptions = tuple(
+                (topic_filter, qos)
+                for topic_filter, holders in self._subscriptions.items()
+                for holder, qos in holders
+                if holder is session
+            )
+            messages = [
+                StoredMessage(m.topic, bytes(m.data or b""), m.qos or QOS_1)
+                for m in session.inflight_out.values()
+            ]
+            while not session.retained_messages.empty():
+                queued = session.retained_messages.get_nowait()
+                messages.append(
+                    StoredMessage(queued.topic, bytes(queued.data or b""), queued.qos or QOS_1)
+                )
+            stored.append(StoredSession(client_id, identity, subscriptions, tuple(messages)))
+        return stored
+
+    def restore(self, sessions: list[StoredSession]) -> int:
+        """Bring saved sessions back, offline, with their queues; the number of messages."""
+        restored = 0
+        for stored in sessions:
+            handler, session = self.create_offline_session(stored.client_id)
+            session.clean_session = False
+            session.username = stored.identity.username
+            session.attributes[IDENTITY] = stored.identity
+            self._sessions[stored.client_id] = (session, handler)
+            for topic_filter, qos in stored.subscriptions:
+                self._subscriptions.setdefault(topic_filter, []).append((session, qos))
+            for message in stored.messages:
+                qos = message.qos if message.qos in (QOS_1, QOS_2) else QOS_1
+                session.retained_messages.put_nowait(
+                    RetainedApplicationMessage(None, message.topic, message.payload, qos)
+                )
+                restored += 1
+        return restored
+
+    async def drain(self, timeout: float) -> int:
+        """Stop admitting devices, disconnect them, and wait (at most ``timeout`` s) until the
+        connected persistent sessions acknowledged what is queued for them; what is left."""
+        self.closing = True
+        await self.disconnect_devices()
+        deadline = time.monotonic() + timeout
+        quiet = 0
+        # Two quiet looks in a row: a message taken off the broadcast queue is in no session's
+        # queue for the moment the broadcast loop needs to route it.
+        while quiet < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            quiet = quiet + 1 if self.pending() == 0 else 0
+        return self.pending()
+
+
+def _quiet_refusals(record: logging.LogRecord) -> bool:
+    """Drop amqtt's warning for a device refused while the broker waits for the workers."""
+    return _UNAVAILABLE not in record.getMessage()
+
 
 def make_registry(settings: Settings, database: Database) -> DeviceRegistry:
     """The registry the plugins check against, from settings."""
@@ -205,18 +417,36 @@ async def run(
     *,
     stop: asyncio.Event | None = None,
     ready: Callable[[Broker, DeviceRegistry], None] | None = None,
+    durability: Durability | None = None,
 ) -> None:
-    """Serve MQTT until ``stop`` is set (or for ever); ``ready`` is called once listening."""
+    """Serve MQTT until ``stop`` is set (or for ever); ``ready`` is called once listening.
+
+    With ``durability``, devices wait for the workers' durable subscriptions, and persistent
+    sessions outlive the broker (see the module's docstring).
+    """
     if settings.log_level != "DEBUG":
-        # amqtt logs every connection and packet at INFO: too much for a fleet.
+        # amqtt logs every connection and packet at INFO: too much for a fleet (and its
+        # session state machine, ``transitions``, every state change).
         logging.getLogger("amqtt").setLevel(logging.WARNING)
+        logging.getLogger("transitions").setLevel(logging.WARNING)
+    # amqtt warns of every refused CONNECT; ours are counted in one line (admits_devices).
+    logging.getLogger("amqtt.broker").addFilter(_quiet_refusals)
     for path in (settings.broker_tls_cert_file, settings.broker_tls_key_file):
         if path and not Path(path).is_file():
             raise SettingsError(f"broker TLS file {path} does not exist")
     database = Database(settings.database_url)
     registry = make_registry(settings, database)
-    broker = DeviceBroker(broker_config(settings, registry))
+    broker = DeviceBroker(
+        broker_config(settings, registry),
+        durable_channels=durability.channels if durability else (),
+    )
     await broker.start()
+    store = durability.store if durability else None
+    if store is not None:
+        saved = await asyncio.to_thread(store.take)
+        if saved:
+            count = broker.restore(saved)
+            log.info("restored %d persistent session(s), %d queued message(s)", len(saved), count)
     watchdog = asyncio.create_task(watch(broker, registry, RECHECK_INTERVAL))
     log.info("embedded MQTT broker listening (%s)", settings.broker_url)
     try:
@@ -227,6 +457,14 @@ async def run(
         watchdog.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watchdog
+        if durability is not None:
+            left = await broker.drain(durability.drain_timeout)
+            if left:
+                log.info("stopping with %d message(s) not yet acknowledged", left)
+        if store is not None:
+            sessions = broker.stored_sessions()
+            kept = await asyncio.to_thread(store.save, sessions)
+            log.info("kept %d persistent session(s), %d queued message(s)", len(sessions), kept)
         await broker.shutdown()
         database.engine.dispose()
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 import signal
 import time
 from pathlib import Path
@@ -19,19 +21,34 @@ def broker() -> None:
 
 
 @broker.command("run")
-def run() -> None:
+@click.option(
+    "--wait-for-workers/--no-wait-for-workers",
+    default=True,
+    show_default=True,
+    help="Refuse devices (CONNACK 3, server unavailable: they retry) until the ingest, "
+    "status, charging and config workers have their persistent subscriptions.",
+)
+def run(wait_for_workers: bool) -> None:
     """Serve MQTT with the embedded broker (amqtt) until Ctrl-C or SIGTERM.
 
     Listens on the port of AMPFLEET_BROKER_URL (plus a TLS listener on
     AMPFLEET_BROKER_TLS_PORT when set). Devices authenticate with their credentials from the
     records database (run `ampfleet db upgrade` first); the cloud's services with
     AMPFLEET_BROKER_SERVICE_USER and its password.
+
+    On SIGTERM or Ctrl-C it refuses and disconnects devices, lets the connected workers take
+    what is queued for them (at most 7 s), and keeps the persistent sessions with what is
+    left in broker-sessions.db in the data directory, for the next start: stop the broker
+    before the workers.
     """
     from amqtt.errors import BrokerError
 
+    from broker.embedded import Durability
     from broker.embedded import run as run_broker
 
     settings = load_settings()
+    # What the broker tells an operator (sessions kept and restored, devices refused).
+    logging.basicConfig(level=settings.log_level, format="broker: %(levelname)s %(message)s")
     if settings.broker != "embedded":
         raise click.ClickException(
             "AMPFLEET_BROKER is external: run Mosquitto (`ampfleet broker mosquitto-config` "
@@ -43,10 +60,14 @@ def run() -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
+        durability = Durability.for_settings(settings)
+        if not wait_for_workers:
+            durability = dataclasses.replace(durability, channels=())
         await run_broker(
             settings,
             stop=stop,
             ready=lambda *_: click.echo(f"broker: serving {settings.broker_url}"),
+            durability=durability,
         )
 
     try:

@@ -13,11 +13,20 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
+from paho.mqtt.reasoncodes import ReasonCode
 
-from broker.embedded import broker_config, listen_address, make_registry
+from broker.embedded import (
+    DURABLE_CHANNELS,
+    SESSIONS_FILE,
+    broker_config,
+    listen_address,
+    make_registry,
+)
+from broker.session_store import SessionStore
 from cloud.db import Database
 from cloud.devicelink.accounts import service_password
 from cloud.settings import Settings, SettingsError
+from firmware.core import contract
 from tests.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, Client, Tenant
 from tests.link import AppFactory, app_settings, link_settings
 from tests.mqtt import Mqtt
@@ -121,6 +130,9 @@ def test_reconnects_reuse_the_verified_secret(
 
 
 def test_ampfleet_broker_run(make_app: AppFactory) -> None:
+    """`ampfleet broker run` lets devices in only once the workers' durable subscriptions are
+    in place (before, it would acknowledge samples nobody receives), and keeps the sessions in
+    a private file when stopped."""
     app = make_app()
     _, device_id, password = issued(app)
     settings = app_settings(app)
@@ -139,25 +151,51 @@ def test_ampfleet_broker_run(make_app: AppFactory) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
+
+    def device_connack() -> ReasonCode:
+        client = Mqtt("127.0.0.1", port, device_id, password)
+        try:
+            return client.connect()
+        finally:
+            client.close()
+
     try:
         deadline = time.monotonic() + 20
         while True:
             assert process.poll() is None, process.stdout.read() if process.stdout else ""
-            client = Mqtt("127.0.0.1", port, device_id, password)
             try:
-                if not client.connect().is_failure:
-                    break
+                first = device_connack()
+                break
             except AssertionError:
                 assert time.monotonic() < deadline, "the broker did not come up"
                 time.sleep(0.1)
-            finally:
-                client.close()
+        assert first.is_failure and "unavailable" in str(first).lower(), str(first)
+        workers_id = "ampfleet-workers-" + secrets.token_hex(3)
+        workers = Mqtt(
+            "127.0.0.1",
+            port,
+            settings.broker_service_user,
+            service_password(settings),
+            client_id=workers_id,
+            clean_session=False,
+        )
+        with workers.connected():
+            for channel in DURABLE_CHANNELS[:-1]:
+                assert not workers.subscribe(contract.topic("+", channel)).is_failure
+            assert device_connack().is_failure  # one channel still has no durable subscriber
+            assert not workers.subscribe(contract.topic("+", DURABLE_CHANNELS[-1])).is_failure
+            assert not device_connack().is_failure
         process.send_signal(signal.SIGTERM)
-        assert process.wait(20) == 0
+        assert process.wait(30) == 0
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
+    sessions = settings.data_path / SESSIONS_FILE
+    assert sessions.stat().st_mode & 0o777 == 0o600
+    assert [s.client_id for s in SessionStore(sessions).take()] == [
+        workers.client._client_id.decode()
+    ]
 
 
 def test_a_broadcast_survives_subscriptions_changing_under_it() -> None:

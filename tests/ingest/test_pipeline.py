@@ -352,18 +352,8 @@ def test_what_is_stored_is_acknowledged_and_never_comes_back(
 
 
 def test_nothing_is_acknowledged_before_it_is_stored(
-    link: Link,
-    tmp_path: Path,
-    make_worker: Callable[..., IngestWorker],
-    request: pytest.FixtureRequest,
+    link: Link, tmp_path: Path, make_worker: Callable[..., IngestWorker]
 ) -> None:
-    if link.kind == "embedded":
-        # amqtt 0.12.1 drops a QoS 1 message from the session when its PUBACK wait is
-        # cancelled by the subscriber's disconnect (handler.mqtt_publish pops inflight_out in
-        # a finally), so it never resends in-flight messages: the worker's side is checked on
-        # Mosquitto. strict: this test starts failing the day amqtt resends them.
-        reason = "amqtt does not resend in-flight QoS 1 messages to a resumed session"
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
     store = FailingStore()
     device_id, password = link.device()
     client_id = f"ingest-unacked-{uuid.uuid4().hex[:6]}"

@@ -6,6 +6,9 @@ process, against a given records database, on a free 127.0.0.1 port::
         broker.registry        # the DeviceRegistry its plugins use (counts argon2 checks)
         broker.stop()          # shut down; start() serves again on the same port
 
+With a ``broker.embedded.Durability``, the broker gates devices and keeps sessions as
+``ampfleet broker run`` does.
+
 ``settings`` is a mapping of settings overrides (database_url, data_dir, password_kdf, ...);
 ``broker_url`` is set here.
 """
@@ -22,7 +25,7 @@ from typing import Any
 
 from amqtt.broker import Broker
 
-from broker.embedded import run
+from broker.embedded import Durability, run
 from broker.registry import DeviceRegistry
 from cloud.settings import Settings
 
@@ -40,7 +43,8 @@ class EmbeddedBroker:
 
     start_timeout = 15.0
 
-    def __init__(self, overrides: Mapping[str, Any]) -> None:
+    def __init__(self, overrides: Mapping[str, Any], durability: Durability | None = None) -> None:
+        self.durability = durability
         self.host = "127.0.0.1"
         self.port = free_port()
         self.settings = Settings.load(
@@ -73,7 +77,7 @@ class EmbeddedBroker:
             async def serve() -> None:
                 self._loop = asyncio.get_running_loop()
                 self._stop = asyncio.Event()
-                await run(self.settings, stop=self._stop, ready=ready)
+                await run(self.settings, stop=self._stop, ready=ready, durability=self.durability)
 
             try:
                 asyncio.run(serve())
