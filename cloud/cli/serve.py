@@ -128,11 +128,14 @@ def platform_children(settings: Settings) -> list[Child]:
             )
         )
     children.append(Child("API", [*command, "api"], stage=2))
-    children.append(Child("ingest worker", [*command, "worker", "ingest"], stage=4))
+    # One worker of each kind, so plain persistent subscriptions (--no-shared): on Mosquitto
+    # they are queued for across a broker restart, shared ones are not (docs/delivery.md).
+    ingest = [*command, "worker", "ingest", "--no-shared"]
+    children.append(Child("ingest worker", ingest, stage=4))
     # One metrics port per host: the ingest worker has it; the other workers' counters are
     # visible through the API's fleet gauges.
     for role in ("status", "config", "charging"):
-        argv = [*command, "worker", role, "--metrics-port", "0"]
+        argv = [*command, "worker", role, "--no-shared", "--metrics-port", "0"]
         children.append(Child(f"{role} worker", argv, stage=4))
     ocpp = [*command, "worker", "ocpp", "--metrics-port", "0"]
     children.append(Child("OCPP bridge", ocpp, stage=1))

@@ -99,16 +99,24 @@ _metrics_port = click.option(
     help="Port of /metrics (default AMPFLEET_METRICS_PORT; 0: none).",
 )
 
+_shared = click.option(
+    "--shared/--no-shared",
+    default=None,
+    help="Use a shared subscription, so that several workers split the load (default: yes on "
+    "an external broker, no on the embedded one, which cannot share). A single worker is "
+    "better off without: Mosquitto keeps queueing for a plain persistent subscription across "
+    "its own restart, not for a shared one (docs/delivery.md).",
+)
+
+
+def _sharing(settings: Settings, shared: bool | None) -> bool:
+    return settings.broker == "external" if shared is None else shared
+
 
 @worker.command("ingest")
 @_client_id
 @_metrics_port
-@click.option(
-    "--shared/--no-shared",
-    default=None,
-    help="Use a shared subscription (default: yes on an external broker, no on the "
-    "embedded one, which cannot share).",
-)
+@_shared
 def ingest(client_id: str | None, metrics_port: int | None, shared: bool | None) -> None:
     """Write device telemetry from the broker to the telemetry store, in batches.
 
@@ -127,7 +135,7 @@ def ingest(client_id: str | None, metrics_port: int | None, shared: bool | None)
         service_endpoint(settings),
         _client_id_for("ingest", client_id),
         settings.data_path,
-        shared_subscriptions=settings.broker == "external" if shared is None else shared,
+        shared_subscriptions=_sharing(settings, shared),
         batch_size=settings.ingest_batch_size,
         flush_ms=settings.ingest_flush_interval,
         queue_size=settings.ingest_queue_size,
@@ -141,7 +149,8 @@ def ingest(client_id: str | None, metrics_port: int | None, shared: bool | None)
 @worker.command("status")
 @_client_id
 @_metrics_port
-def status(client_id: str | None, metrics_port: int | None) -> None:
+@_shared
+def status(client_id: str | None, metrics_port: int | None, shared: bool | None) -> None:
     """Keep each device's online/offline state and last-seen time from its status topic."""
     from cloud.audit.service import system_recorder
     from cloud.db import Database
@@ -155,7 +164,7 @@ def status(client_id: str | None, metrics_port: int | None) -> None:
         service_endpoint(settings),
         _client_id_for("status", client_id),
         settings.data_path,
-        shared_subscriptions=settings.broker == "external",
+        shared_subscriptions=_sharing(settings, shared),
         max_payload_bytes=settings.max_payload_bytes,
         max_skew_ms=settings.max_clock_skew * 1000,
         gateways=bridge_status,  # an OCPP bridge's will marks its chargers offline
@@ -167,6 +176,7 @@ def status(client_id: str | None, metrics_port: int | None) -> None:
 @worker.command("config")
 @_client_id
 @_metrics_port
+@_shared
 @click.option(
     "--timeout",
     type=click.IntRange(1),
@@ -182,7 +192,11 @@ def status(client_id: str | None, metrics_port: int | None) -> None:
     help="Seconds between sweeps (re-send unsent changes, time out unanswered ones).",
 )
 def config(
-    client_id: str | None, metrics_port: int | None, timeout: int, sweep_interval: float
+    client_id: str | None,
+    metrics_port: int | None,
+    shared: bool | None,
+    timeout: int,
+    sweep_interval: float,
 ) -> None:
     """Store the configuration devices report and resolve pending configuration changes."""
     import datetime as dt
@@ -197,7 +211,7 @@ def config(
         service_endpoint(settings),
         _client_id_for("config", client_id),
         settings.data_path,
-        shared_subscriptions=settings.broker == "external",
+        shared_subscriptions=_sharing(settings, shared),
         timeout=dt.timedelta(seconds=timeout),
         sweep_interval=sweep_interval,
         max_payload_bytes=settings.max_payload_bytes,
@@ -208,7 +222,8 @@ def config(
 @worker.command("charging")
 @_client_id
 @_metrics_port
-def charging(client_id: str | None, metrics_port: int | None) -> None:
+@_shared
+def charging(client_id: str | None, metrics_port: int | None, shared: bool | None) -> None:
     """Build charging sessions from the chargers' events (docs/device-contract.md 14).
 
     Applies charging.started, charging.stopped and authorization.refused to the records, stops
@@ -229,7 +244,7 @@ def charging(client_id: str | None, metrics_port: int | None) -> None:
         service_endpoint(settings),
         _client_id_for("charging", client_id),
         settings.data_path,
-        shared_subscriptions=settings.broker == "external",
+        shared_subscriptions=_sharing(settings, shared),
         refresh_interval=float(settings.charging_refresh_interval),
         start_timeout=dt.timedelta(seconds=settings.charging_start_timeout),
         command_timeout=dt.timedelta(seconds=settings.charging_start_timeout),

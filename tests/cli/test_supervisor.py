@@ -125,3 +125,22 @@ def test_the_children_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None
 
     wait_for(gone, "the child to end")
     assert (tmp_path / "stopped").read_text().split() == ["x"]  # by SIGTERM, cleanly
+
+
+def test_up_runs_each_worker_on_a_plain_persistent_subscription() -> None:
+    """One worker of each kind: no shared subscription, which Mosquitto does not queue for
+    across its own restart (docs/delivery.md), whatever broker `up` is pointed at."""
+    from cloud.cli.serve import platform_children
+    from cloud.settings import Settings
+
+    for broker in ("embedded", "external"):
+        settings = Settings.load({"broker": broker, "simulated_chargers": 0})
+        workers = [c for c in platform_children(settings) if c.name.endswith("worker")]
+        assert {c.name for c in workers} == {
+            "ingest worker",
+            "status worker",
+            "config worker",
+            "charging worker",
+        }
+        for child in workers:
+            assert "--no-shared" in child.argv, child
