@@ -14,7 +14,7 @@ from werkzeug.routing import IntegerConverter
 
 from cloud import __version__
 from cloud.api import metrics
-from cloud.api.auth import SECURITY_SCHEME
+from cloud.api.auth import SECURITY_SCHEME, oauth2_scheme
 from cloud.api.errors import ErrorSchema, register_error_handlers
 from cloud.api.fields import DecimalNumber
 from cloud.api.openapi import CommonResponses
@@ -70,7 +70,12 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
                 "audit of an EV charger fleet. Every route except the "
                 "token endpoint needs a bearer token."
             },
-            "components": {"securitySchemes": {"bearerAuth": SECURITY_SCHEME}},
+            "components": {
+                "securitySchemes": {
+                    "bearerAuth": SECURITY_SCHEME,
+                    "oauth2": oauth2_scheme(f"{API_PREFIX}/auth/token"),
+                }
+            },
             "servers": [{"url": settings.public_url}],
         },
     )
@@ -128,7 +133,7 @@ def _blueprints() -> list[Any]:
     from cloud.api.access.routes import charger_access, invitations_blp
     from cloud.api.audit.routes import audit
     from cloud.api.billing.tariffs import tariffs
-    from cloud.api.charging.reports import billing_reports, session_history
+    from cloud.api.charging.reports import billing_reports, session_export, session_history
     from cloud.api.charging.routes import charging_sessions, device_sessions
     from cloud.api.commands.routes import device_commands
     from cloud.api.configuration.routes import device_parameters, group_parameters
@@ -168,6 +173,7 @@ def _blueprints() -> list[Any]:
         invitations_blp,
         cards,
         session_history,
+        session_export,
         billing_reports,
     ]
 

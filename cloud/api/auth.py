@@ -19,6 +19,22 @@ F = TypeVar("F", bound=Callable[..., Any])
 SECURITY_SCHEME = {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
 
 
+def oauth2_scheme(token_url: str) -> dict[str, Any]:
+    """The same bearer token, declared as OAuth2's password flow: Swagger UI's Authorize then
+    signs in with an e-mail and a password itself. The token URL is relative (resolved against
+    the document's own address), so the page works under whatever host name it was opened."""
+    return {
+        "type": "oauth2",
+        "description": "Sign in with your e-mail as username and your password; leave "
+        "client_id and client_secret empty.",
+        "flows": {"password": {"tokenUrl": token_url, "scopes": {}}},
+    }
+
+
+#: What every protected operation declares: either scheme, both carry the same bearer token.
+SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}, {"oauth2": []}]
+
+
 def token_service() -> TokenService:
     """The app's token service."""
     service: TokenService = current_app.extensions["ampfleet.tokens"]
@@ -61,7 +77,7 @@ def requires(permission: str) -> Callable[[F], F]:
         # The copy: functools.wraps shares the wrapped function's _apidoc dict.
         doc = copy.deepcopy(getattr(wrapper, "_apidoc", {}))
         manual = doc.setdefault("manual_doc", {})
-        manual["security"] = [{"bearerAuth": []}]
+        manual["security"] = copy.deepcopy(SECURITY)
         manual["x-required-permission"] = permission
         manual["description"] = (
             manual.get("description", "") + f"\n\nRequires the permission `{permission}`."
@@ -97,7 +113,7 @@ def requires_any(*permissions: str) -> Callable[[F], F]:
         manual = doc.setdefault("manual_doc", {})
         first, others = permissions[0], permissions[1:]
         alternatives = " or ".join(f"`{p}`" for p in others)
-        manual["security"] = [{"bearerAuth": []}]
+        manual["security"] = copy.deepcopy(SECURITY)
         manual["x-required-permission"] = first
         manual["x-alternative-permissions"] = list(others)
         manual["description"] = (

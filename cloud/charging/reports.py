@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from cloud.access.models import RfidCard
 from cloud.charging.models import ChargingSession, SessionSource, SessionState
 from cloud.identity.models import User
+from cloud.organizations.models import Organization, Site
 
 _MONTH = re.compile(r"^([0-9]{4})-(0[1-9]|1[0-2])$")
 BATCH = 500  # rows fetched (and CSV lines written) at a time: memory stays flat
@@ -44,7 +45,14 @@ CSV_COLUMNS = (
     "kwh",
     "cost",
     "currency",
+    # Appended (issue 13) so that the positions above stay where existing sheets expect them.
+    "organization_id",
+    "organization",
+    "site_id",
+    "site",
 )
+# The history export (``GET /sessions.csv``): the billing columns, then where the session is.
+HISTORY_COLUMNS = (*CSV_COLUMNS, "state", "source")
 
 
 def month_bounds(month: str) -> tuple[dt.datetime, dt.datetime]:
@@ -102,6 +110,11 @@ class BillingRow:
     energy_wh: int
     cost_cents: int | None
     currency: str | None
+    organization: str = ""  # its name
+    site_id: int | None = None
+    site: str | None = None  # its name
+    state: str = SessionState.COMPLETED.value  # what a billed session always is
+    source: str = ""
 
     def csv_fields(self) -> list[str]:
         """The row's cells, in ``CSV_COLUMNS`` order."""
@@ -117,7 +130,15 @@ class BillingRow:
             kwh_text(self.energy_wh),
             money_text(self.cost_cents) if self.cost_cents is not None else "",
             (self.currency or "") if priced else "",
+            str(self.organization_id),
+            _cell(self.organization),
+            "" if self.site_id is None else str(self.site_id),
+            _cell(self.site or ""),
         ]
+
+    def history_fields(self) -> list[str]:
+        """The row's cells, in ``HISTORY_COLUMNS`` order."""
+        return [*self.csv_fields(), self.state, self.source]
 
 
 def _cell(text: str) -> str:
@@ -126,8 +147,21 @@ def _cell(text: str) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-# A session with its user's e-mail and its card's uid (None through the outer joins).
-Billed = Select[ChargingSession, str, str]
+# A session with its user's e-mail, its card's uid and its site's name (None through the outer
+# joins), and its organization's name.
+Billed = Select[ChargingSession, str, str, str, str]
+
+
+def annotated(conditions: Iterable[ColumnElement[bool]]) -> Billed:
+    """The sessions meeting ``conditions`` with the names a CSV row shows, unordered."""
+    return (
+        select(ChargingSession, User.email, RfidCard.uid, Organization.name, Site.name)
+        .join(Organization, Organization.id == ChargingSession.organization_id)
+        .outerjoin(User, User.id == ChargingSession.user_id)
+        .outerjoin(RfidCard, RfidCard.id == ChargingSession.card_id)
+        .outerjoin(Site, Site.id == ChargingSession.site_id)
+        .where(*conditions)
+    )
 
 
 def billed(
@@ -135,23 +169,20 @@ def billed(
 ) -> Billed:
     """The completed sessions that stopped in [start, end), with their user's e-mail and card
     uid, oldest stop first."""
-    return (
-        select(ChargingSession, User.email, RfidCard.uid)
-        .outerjoin(User, User.id == ChargingSession.user_id)
-        .outerjoin(RfidCard, RfidCard.id == ChargingSession.card_id)
-        .where(
+    return annotated(
+        [
             ChargingSession.state == SessionState.COMPLETED,
             ChargingSession.stopped_at >= start,
             ChargingSession.stopped_at < end,
             *conditions,
-        )
-        .order_by(ChargingSession.stopped_at, ChargingSession.id)
-    )
+        ]
+    ).order_by(ChargingSession.stopped_at, ChargingSession.id)
 
 
 def billing_rows(session: Session, stmt: Billed) -> Iterator[BillingRow]:
     """The rows of ``billed`` fetched in batches."""
-    for record, email, uid in session.execute(stmt.execution_options(yield_per=BATCH)):
+    rows = session.execute(stmt.execution_options(yield_per=BATCH))
+    for record, email, uid, organization, site in rows:
         # A deleted card leaves its session with the uid the charger sent (its id_tag).
         card_uid = uid
         if card_uid is None and record.source is SessionSource.RFID:
@@ -169,17 +200,22 @@ def billing_rows(session: Session, stmt: Billed) -> Iterator[BillingRow]:
             energy_wh=whole_wh(record.energy_wh),
             cost_cents=record.cost_cents,
             currency=record.currency,
+            organization=organization,
+            site_id=record.site_id,
+            site=site,
+            state=record.state.value,
+            source=record.source.value,
         )
 
 
-def csv_chunks(rows: Iterable[BillingRow]) -> Iterator[str]:
+def csv_chunks(rows: Iterable[BillingRow], *, history: bool = False) -> Iterator[str]:
     """The CSV text (RFC 4180: CRLF line ends, quoted where needed), header first, streamed in
-    chunks of ``BATCH`` rows."""
+    chunks of ``BATCH`` rows: the billing columns, or with ``history`` the history's."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(CSV_COLUMNS)
+    writer.writerow(HISTORY_COLUMNS if history else CSV_COLUMNS)
     for written, row in enumerate(rows, 1):
-        writer.writerow(row.csv_fields())
+        writer.writerow(row.history_fields() if history else row.csv_fields())
         if written % BATCH == 0:
             yield buffer.getvalue()
             buffer.seek(0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from cloud.api.auth import SECURITY
 from tests.helpers import Client, Tenant
 
 
@@ -71,7 +72,7 @@ def test_every_route_names_the_permission_it_checks(client: Client) -> None:
             if method == "parameters" or (method, path) in PUBLIC | AUTHENTICATED_ONLY:
                 continue
             permission = operation.get("x-required-permission")
-            if not permission or operation.get("security") != [{"bearerAuth": []}]:
+            if not permission or operation.get("security") != SECURITY:
                 unnamed.append(f"{method.upper()} {path}")
             else:
                 assert f"`{permission}`" in operation["description"]

@@ -18,9 +18,11 @@ import pytest
 from flask import Flask
 
 from cloud.charging.models import ChargingSession, SessionSource, SessionState
-from cloud.charging.reports import CSV_COLUMNS, BillingRow, month_of
+from cloud.charging.reports import CSV_COLUMNS, HISTORY_COLUMNS, BillingRow, month_of
 from cloud.db import get_database, utcnow
+from tests.charging.test_access import person
 from tests.helpers import Client, Tenant
+from tests.services.smtp import SmtpServer
 
 
 def utc(*parts: int) -> dt.datetime:
@@ -158,6 +160,7 @@ def export(client: Client, **query: Any) -> list[dict[str, str]]:
     assert response.status_code == 200, response.get_data(as_text=True)[:300]
     assert response.mimetype == "text/csv"
     text = response.get_data(as_text=True)
+    response.close()  # ends the streamed request: its database session closes (as a server does)
     reader = csv.DictReader(io.StringIO(text, newline=""))
     assert tuple(reader.fieldnames or ()) == CSV_COLUMNS
     return list(reader)
@@ -277,6 +280,7 @@ def test_reports_need_billing_and_a_month(world: World) -> None:
     response = world.billing.get("/reports/sessions.csv")
     after = month_of(utcnow())
     assert response.status_code == 200 and response.get_data()  # read: the stream ends
+    response.close()
     disposition = response.headers["Content-Disposition"]
     assert disposition in {f'attachment; filename="sessions-{m}.csv"' for m in (before, after)}
 
@@ -331,3 +335,130 @@ def test_a_cell_a_spreadsheet_would_run_is_quoted(text: str) -> None:
     )
     cells = row.csv_fields()
     assert cells[2] == cells[3] == "'" + text
+
+
+# The billing CSV's columns before issue 13: they keep their positions, new ones come after.
+BILLING_COLUMNS_OF_RELEASE_1 = (
+    "session_id",
+    "charger",
+    "user_email",
+    "card_uid",
+    "start",
+    "stop",
+    "reason",
+    "kwh",
+    "cost",
+    "currency",
+)
+
+
+def test_the_billing_csv_names_each_sessions_organization_and_site(world: World) -> None:
+    assert CSV_COLUMNS[: len(BILLING_COLUMNS_OF_RELEASE_1)] == BILLING_COLUMNS_OF_RELEASE_1
+    assert CSV_COLUMNS[len(BILLING_COLUMNS_OF_RELEASE_1) :] == (
+        "organization_id",
+        "organization",
+        "site_id",
+        "site",
+    )
+    site = world.tenant.admin.get(f"/sites/{world.site_id}").get_json()
+    by_id = {r["session_id"]: r for r in export(world.billing, month="2026-11")}
+    for name in NOVEMBER:
+        row = by_id[world.sessions[name].id]
+        assert row["organization_id"] == str(world.tenant.id)
+        assert row["organization"] == f"Tenant {world.tenant.slug}"
+        if world.sessions[name].site_id is None:
+            assert (row["site_id"], row["site"]) == ("", ""), name
+        else:
+            assert (row["site_id"], row["site"]) == (str(site["id"]), site["name"]), name
+    # The monthly summary still adds up the same rows.
+    summary = world.billing.get("/reports/monthly", query_string={"month": "2026-11"}).get_json()
+    [org] = summary["organizations"]
+    assert org["sessions"] == len(by_id) and org["energy_wh"] == sum(
+        int(r["kwh"].replace(".", "")) for r in by_id.values()
+    )
+
+
+def history_export(client: Client, **query: Any) -> list[dict[str, str]]:
+    response = client.get("/sessions.csv", query_string=query)
+    assert response.status_code == 200, response.get_data(as_text=True)[:300]
+    assert response.mimetype == "text/csv"
+    text = response.get_data(as_text=True)
+    response.close()  # ends the streamed request: its database session closes (as a server does)
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    assert tuple(reader.fieldnames or ()) == HISTORY_COLUMNS
+    return list(reader)
+
+
+def test_a_user_exports_their_own_history_without_billing(world: World) -> None:
+    s = world.sessions
+    # Alice holds the owner role on a site without chargers: her own sessions only.
+    mine = history_export(world.alice_client)
+    assert {r["session_id"] for r in mine} == {
+        s[n].id for n in ("october", "first", "francs", "refused")
+    }
+    assert all(r["user_email"] == world.alice["email"] for r in mine)
+    first = next(r for r in mine if r["session_id"] == s["first"].id)
+    assert (first["kwh"], first["cost"], first["state"], first["source"]) == (
+        "12.345",
+        "3.70",
+        "completed",
+        "rfid",
+    )
+    assert first["site_id"] == str(world.site_id)
+    # The history's filters apply, and asking for someone else's shows nothing more.
+    completed = history_export(
+        world.alice_client, state="completed", **{"from": "2026-11-01T00:00:00Z"}
+    )
+    assert {r["session_id"] for r in completed} == {s["francs"].id}
+    assert history_export(world.alice_client, user_id=world.bob["id"]) == []
+    # Billing sees the organization's, never another organization's.
+    everything = {r["session_id"] for r in history_export(world.billing)}
+    assert everything == {v.id for k, v in s.items() if k != "stranger"}
+    assert history_export(world.billing, organization_id=world.tenant.id) != []
+
+
+def test_an_owner_exports_their_chargers_sessions_and_a_guest_their_own(
+    app: Flask, api_smtp: SmtpServer, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    mine, theirs = tenant.device()["id"], tenant.device()["id"]
+    owner_access, owner = person(tenant, api_smtp, mine, "owner")
+    guest_access, guest = person(tenant, api_smtp, mine, "guest")
+    someone, _ = tenant.user()
+    org = {"organization_id": tenant.id, "started_at": utc(2026, 11, 2), "energy_wh": 100.0}
+    on_mine = {
+        "owners": add_session(app, device_id=mine, user_id=owner_access["user_id"], **org),
+        "guests": add_session(app, device_id=mine, user_id=guest_access["user_id"], **org),
+        "someones": add_session(app, device_id=mine, user_id=someone["id"], **org),
+        "free": add_session(app, device_id=mine, source=SessionSource.FREE, **org),
+    }
+    elsewhere = add_session(app, device_id=theirs, user_id=someone["id"], **org)
+    stranger, _ = other_tenant.user()
+    foreign = add_session(
+        app,
+        device_id=other_tenant.device()["id"],
+        organization_id=other_tenant.id,
+        user_id=stranger["id"],
+        started_at=utc(2026, 11, 2),
+    )
+
+    owners = {r["session_id"] for r in history_export(owner)}
+    assert owners == {record.id for record in on_mine.values()}
+    assert elsewhere.id not in owners and foreign.id not in owners
+    guests = {r["session_id"] for r in history_export(guest)}
+    assert guests == {on_mine["guests"].id}
+    assert history_export(guest, device_id=mine) == history_export(guest)
+    # Neither reads the billing report.
+    for client in (owner, guest):
+        refused = client.get("/reports/sessions.csv")
+        assert refused.status_code == 403
+        assert refused.get_json()["errors"]["permission"] == ["billing:read"]
+
+
+def test_the_export_names_its_permissions(client: Client) -> None:
+    spec = client.get("/openapi.json").get_json()
+    operation = spec["paths"]["/api/v1/sessions.csv"]["get"]
+    assert operation["x-required-permission"] == "sessions:read"
+    assert operation["x-alternative-permissions"] == ["billing:read", "charging:start"]
+    billing = spec["paths"]["/api/v1/reports/sessions.csv"]["get"]
+    assert billing["x-required-permission"] == "billing:read"
+    assert "x-alternative-permissions" not in billing

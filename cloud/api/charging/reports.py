@@ -8,6 +8,11 @@ sees their own sessions, also on chargers they no longer reach. A guest, who hol
 ``sessions:read``, reads their own sessions on the charger's list (``/devices/{id}/sessions``).
 Billing reports (the monthly CSV and the monthly totals) take ``billing:read`` org-wide; their
 months are UTC months, a session counted in the month it stopped (``cloud.charging.reports``).
+
+``GET /sessions.csv`` exports the history as CSV, with its filters and its visibility: an owner
+exports the sessions of the chargers they own and their own, anyone their own. It takes
+``sessions:read``, or ``billing:read`` or ``charging:start`` (a guest), since every user may read
+their own sessions; what each shows is ``session_clause``, never more than ``/sessions``.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from flask.views import MethodView
 from marshmallow import ValidationError, fields
 from sqlalchemy import ColumnElement, Select, func, or_, select
 
-from cloud.api.auth import current_principal, requires
+from cloud.api.auth import current_principal, requires, requires_any
 from cloud.api.blueprint import Blueprint
 from cloud.api.charging.schemas import SessionSchema
 from cloud.api.fields import Links, QueryId, Text, UtcDateTime
@@ -39,6 +44,13 @@ session_history = Blueprint(
     url_prefix="/sessions",
     description="The charging history: every session, by charger, user, card, site or "
     "organization.",
+)
+session_export = Blueprint(
+    "session_export",
+    __name__,
+    url_prefix="/sessions.csv",
+    description="The charging history as CSV: one's own sessions, an owner's chargers', or "
+    "what the caller reads of the organization.",
 )
 billing_reports = Blueprint(
     "billing_reports",
@@ -167,6 +179,34 @@ def _month_of(query: dict[str, Any]) -> str:
     return month
 
 
+def _history_conditions(query: dict[str, Any]) -> list[ColumnElement[bool]]:
+    """The caller's visibility and the history's filters."""
+    conditions = [session_clause()]
+    for column in (
+        "device_id",
+        "user_id",
+        "card_id",
+        "site_id",
+        "organization_id",
+        "state",
+        "source",
+    ):
+        if column in query:
+            conditions.append(getattr(ChargingSession, column) == query[column])
+    if "from_" in query:
+        conditions.append(ChargingSession.started_at >= query["from_"])
+    if "to" in query:
+        conditions.append(ChargingSession.started_at < query["to"])
+    return conditions
+
+
+# A requested session has no start yet: it sorts by when it was asked for.
+_NEWEST = (
+    func.coalesce(ChargingSession.started_at, ChargingSession.created_at).desc(),
+    ChargingSession.id.desc(),
+)
+
+
 # --- routes -----------------------------------------------------------------------------------
 
 
@@ -179,25 +219,29 @@ class Sessions(MethodView):
     def get(self, query: dict[str, Any]) -> Select[Any]:
         """The charging history, newest first, by charger, user, card, site, organization,
         state, source or start time (`from` inclusive, `to` exclusive)."""
-        stmt = select(ChargingSession).where(session_clause())
-        for column in (
-            "device_id",
-            "user_id",
-            "card_id",
-            "site_id",
-            "organization_id",
-            "state",
-            "source",
-        ):
-            if column in query:
-                stmt = stmt.where(getattr(ChargingSession, column) == query[column])
-        if "from_" in query:
-            stmt = stmt.where(ChargingSession.started_at >= query["from_"])
-        if "to" in query:
-            stmt = stmt.where(ChargingSession.started_at < query["to"])
-        # A requested session has no start yet: it sorts by when it was asked for.
-        newest = func.coalesce(ChargingSession.started_at, ChargingSession.created_at)
-        return stmt.order_by(newest.desc(), ChargingSession.id.desc())
+        return select(ChargingSession).where(*_history_conditions(query)).order_by(*_NEWEST)
+
+
+@session_export.route("", endpoint="SessionsCsv")
+class HistoryCsv(MethodView):
+    @requires_any(SESSIONS, BILLING, "charging:start")
+    @session_export.arguments(SessionHistoryQuerySchema, location="query")
+    @session_export.response(
+        200,
+        content_type="text/csv",
+        description="One row per session of the history, newest first: "
+        + ", ".join(reports.HISTORY_COLUMNS)
+        + ". Times are ISO 8601 UTC; kwh has 3 decimals, cost 2 (empty until priced).",
+    )
+    def get(self, query: dict[str, Any]) -> Response:
+        """The charging history as CSV (streamed), with the filters of `/sessions`: an owner
+        exports the sessions of the chargers they own and their own, a guest their own."""
+        stmt = reports.annotated(_history_conditions(query)).order_by(*_NEWEST)
+        rows = reports.billing_rows(request_session(), stmt)
+        chunks = reports.csv_chunks(rows, history=True)
+        response = Response(stream_with_context(chunks), mimetype="text/csv")
+        response.headers["Content-Disposition"] = 'attachment; filename="sessions.csv"'
+        return response
 
 
 @billing_reports.route("/sessions.csv", endpoint="SessionsCsv")

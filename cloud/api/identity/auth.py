@@ -10,7 +10,7 @@ from urllib.parse import unquote
 from flask import Response, current_app, jsonify, request
 from flask.views import MethodView
 
-from cloud.api.auth import current_principal, token_service
+from cloud.api.auth import SECURITY, current_principal, token_service
 from cloud.api.blueprint import Blueprint
 from cloud.api.errors import NO_STORE
 from cloud.api.identity.schemas import (
@@ -183,7 +183,7 @@ class Jwks(MethodView):
 class Me(MethodView):
     @auth.response(200, MeSchema)
     @auth.alt_response(401, response="UNAUTHORIZED")
-    @auth.doc(security=[{"bearerAuth": []}])
+    @auth.doc(security=SECURITY)
     def get(self) -> Principal:
         """The caller and what it holds where. Needs only a valid token."""
         return current_principal()
