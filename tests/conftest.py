@@ -6,6 +6,7 @@ commit for real; each builds its own organization (``tenant``), so they do not s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import Iterator
@@ -66,6 +67,16 @@ def make_mariadb_database(mariadb_server: dict[str, Any]) -> Iterator[Any]:
     yield make
     with pymysql.connect(**mariadb_server) as conn, conn.cursor() as cur:
         for name in made:
+            # A pooled connection of a session-wide app still inside a transaction holds a
+            # metadata lock that DROP DATABASE would wait on forever: end those first.
+            cur.execute(
+                "SELECT id FROM information_schema.processlist"
+                " WHERE db = %s AND id <> CONNECTION_ID()",
+                (name,),
+            )
+            for (connection,) in cur.fetchall():
+                with contextlib.suppress(pymysql.MySQLError):  # it may have ended meanwhile
+                    cur.execute(f"KILL {int(connection)}")
             cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
 
 

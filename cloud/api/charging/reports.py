@@ -17,9 +17,10 @@ their own sessions; what each shows is ``session_clause``, never more than ``/se
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
-from flask import Response, stream_with_context, url_for
+from flask import Response, current_app, url_for
 from flask.views import MethodView
 from marshmallow import ValidationError, fields
 from sqlalchemy import ColumnElement, Select, func, or_, select
@@ -32,7 +33,7 @@ from cloud.api.schemas import Schema
 from cloud.api.scoping import device_clause, org_clause
 from cloud.charging import reports
 from cloud.charging.models import ChargingSession, SessionSource, SessionState
-from cloud.db import request_session, utcnow
+from cloud.db import get_database, request_session, utcnow
 from cloud.devices.models import Device
 
 BILLING = "billing:read"
@@ -222,6 +223,21 @@ class Sessions(MethodView):
         return select(ChargingSession).where(*_history_conditions(query)).order_by(*_NEWEST)
 
 
+def _streamed(stmt: Any, *, history: bool = False) -> Iterator[str]:
+    """The CSV of ``stmt``'s rows, read in batches on a session of its own while the body is
+    sent. Not the request's session: the request ends (and closes it) before the body is
+    streamed, and a session used after that would hold a transaction, and on MariaDB its
+    metadata locks, for as long as the connection lives. This one is closed when the body has
+    been sent or the client went away."""
+    database = get_database(current_app)
+
+    def chunks() -> Iterator[str]:
+        with database.session() as session:
+            yield from reports.csv_chunks(reports.billing_rows(session, stmt), history=history)
+
+    return chunks()
+
+
 @session_export.route("", endpoint="SessionsCsv")
 class HistoryCsv(MethodView):
     @requires_any(SESSIONS, BILLING, "charging:start")
@@ -237,9 +253,7 @@ class HistoryCsv(MethodView):
         """The charging history as CSV (streamed), with the filters of `/sessions`: an owner
         exports the sessions of the chargers they own and their own, a guest their own."""
         stmt = reports.annotated(_history_conditions(query)).order_by(*_NEWEST)
-        rows = reports.billing_rows(request_session(), stmt)
-        chunks = reports.csv_chunks(rows, history=True)
-        response = Response(stream_with_context(chunks), mimetype="text/csv")
+        response = Response(_streamed(stmt, history=True), mimetype="text/csv")
         response.headers["Content-Disposition"] = 'attachment; filename="sessions.csv"'
         return response
 
@@ -259,10 +273,8 @@ class SessionsCsv(MethodView):
         """The month's completed sessions as CSV, for billing (streamed)."""
         month = _month_of(query)
         start, end = reports.month_bounds(month)
-        rows = reports.billing_rows(
-            request_session(), reports.billed(start, end, _billed_conditions(query))
-        )
-        response = Response(stream_with_context(reports.csv_chunks(rows)), mimetype="text/csv")
+        stmt = reports.billed(start, end, _billed_conditions(query))
+        response = Response(_streamed(stmt), mimetype="text/csv")
         response.headers["Content-Disposition"] = f'attachment; filename="sessions-{month}.csv"'
         return response
 
