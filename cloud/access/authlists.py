@@ -374,35 +374,6 @@ def refresh_authorization_lists(
     return _refresh(session, dict(by_organization), publisher, at)
 
 
-def refresh_for_organization(
-    session: Session,
-    organization_id: int,
-    publisher: AuthListPublisher,
-    *,
-    at: dt.datetime | None = None,
-) -> list[str]:
-    """Refresh the lists of every charger of the organization; the ids published."""
-    device_ids = set(
-        session.scalars(select(Device.id).where(Device.organization_id == organization_id))
-    )
-    return _refresh(session, {organization_id: device_ids}, publisher, at)
-
-
-def refresh_for_user(
-    session: Session, user_id: int, publisher: AuthListPublisher, *, at: dt.datetime | None = None
-) -> list[str]:
-    """Refresh the lists a change to the user's cards or rights may touch; the ids published.
-
-    That is every charger of the user's organization, not only those the user may use now: a
-    right just lost (a guest removed, a role narrowed) must take the cards off chargers that the
-    user no longer reaches. Only the lists whose content changed are published.
-    """
-    user = session.get(User, user_id)
-    if user is None:
-        return []
-    return refresh_for_organization(session, user.organization_id, publisher, at=at)
-
-
 def sweep(
     session: Session, publisher: AuthListPublisher, *, at: dt.datetime | None = None
 ) -> list[str]:

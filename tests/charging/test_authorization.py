@@ -19,11 +19,11 @@ from prometheus_client import REGISTRY
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from cloud.access import outbox
 from cloud.access.authlists import (
     authorization_tokens,
     may_charge,
     refresh_authorization_lists,
-    refresh_for_user,
     sweep,
 )
 from cloud.access.models import AuthorizationList, RfidCard
@@ -346,7 +346,7 @@ def test_a_list_over_the_contract_limit_is_refused_and_counted(
     assert len(recorder.lists_of(device)[-1].tokens) == contract.MAX_AUTH_TOKENS
 
 
-def test_refresh_for_user_takes_a_lost_right_off_the_charger(
+def test_a_request_for_a_user_takes_a_lost_right_off_the_charger(
     app: Flask, fleet: dict[str, Any], tenant: Tenant
 ) -> None:
     guest, _ = tenant.user()
@@ -356,13 +356,15 @@ def test_refresh_for_user_takes_a_lost_right_off_the_charger(
     grant(app, device, guest["id"], AccessLevel.GUEST)
     recorder = Recorder()
     with session_of(app) as session:
-        assert device in refresh_for_user(session, guest["id"], recorder, at=NOW)
+        outbox.request_for_user(session, guest["id"])
+        assert device in outbox.publish_requested(session, recorder, at=NOW)
     assert recorder.lists_of(device)[-1].tokens == {card: None}
     with get_database(app).transaction() as session:
         session.execute(delete(ChargerAccess).where(ChargerAccess.user_id == guest["id"]))
     with session_of(app) as session:
         # The guest may use no charger now: their organization's lists are recomputed anyway.
-        assert refresh_for_user(session, guest["id"], recorder, at=NOW) == [device]
+        outbox.request_for_user(session, guest["id"])
+        assert outbox.publish_requested(session, recorder, at=NOW) == [device]
     assert recorder.lists_of(device)[-1].tokens == {}
 
 
