@@ -83,6 +83,10 @@ class Device(Base):
     site_id: Mapped[int | None] = mapped_column(
         ForeignKey("sites.id", ondelete="SET NULL"), index=True
     )
+    # Set while the device is quarantined (cloud.devices.quarantine): it may connect and publish
+    # its status, nothing else, until an admin approves it. Why, in words an operator reads.
+    quarantine_reason: Mapped[str | None] = mapped_column(String(200))
+    quarantined_at: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
