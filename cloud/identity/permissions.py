@@ -48,6 +48,14 @@ CATALOGUE: dict[str, str] = {
     "cards:read": "Read RFID cards: one's own, or org-wide every card of the organization.",
     "cards:write": "Register, enable, disable and delete RFID cards.",
     "audit:read": "Read the audit log.",
+    "manufacturing:read": "Read production batches, MAC pools, enrollments, quarantine.",
+    "manufacturing:write": "Create production batches and MAC pools.",
+    "manufacturing:approve": "Approve production batches (not one's own) and quarantined devices.",
+    "manufacturing:enroll": "Enroll devices at a factory station: CSR signed, MAC assigned.",
+    "manufacturing:release": "Print labels and release devices to market by scanning their codes.",
+    "certificates:read": "Read the certificates issued to devices.",
+    "certificates:revoke": "Revoke device certificates (the device is disconnected at once).",
+    "devices:pair": "Pair a charger by scanning its two codes and become its owner; unpair.",
     "metrics:read": "Scrape the API's Prometheus metrics (give it to Prometheus's API client).",
 }
 
@@ -118,6 +126,18 @@ SYSTEM_ROLES: dict[str, tuple[str, frozenset[str]]] = {
                 "charging:stop",
                 "sessions:read",
                 "cards:read",
+                "devices:pair",
+            }
+        ),
+    ),
+    "factory-station": (
+        "A factory line's station (an API client): enrolls devices, prints labels, releases.",
+        frozenset(
+            {
+                "manufacturing:read",
+                "manufacturing:enroll",
+                "manufacturing:release",
+                "devices:read",
             }
         ),
     ),
@@ -127,7 +147,7 @@ SYSTEM_ROLES: dict[str, tuple[str, frozenset[str]]] = {
     ),
     "guest": (
         "Invited to charge: starts and stops sessions on the chargers shared with them.",
-        frozenset({"devices:read", "charging:start", "charging:stop"}),
+        frozenset({"devices:read", "charging:start", "charging:stop", "devices:pair"}),
     ),
 }
 
