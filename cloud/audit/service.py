@@ -66,6 +66,16 @@ def system_recorder(worker: str) -> Callable[[Session, str, Any, dict[str, Any]]
     return recorder
 
 
+def actor_recorder(actor: Principal | None) -> Callable[[Session, str, Any, dict[str, Any]], None]:
+    """The audit trail of a person's (or API client's) changes to a device, for the registry's
+    functions that take one injected (``cloud.devices.quarantine``)."""
+
+    def recorder(session: Session, action: str, device: Any, details: dict[str, Any]) -> None:
+        record(session, actor, action, "device", device.id, device.organization_id, details)
+
+    return recorder
+
+
 def changes(obj: object, updates: dict[str, Any]) -> dict[str, Any]:
     """Apply ``updates`` to ``obj``; return {field: [old, new]} for what really changed."""
     changed: dict[str, Any] = {}

@@ -5,18 +5,23 @@ nothing (broker.acl); it is listed for an admin's approval. Reasons: it is not o
 production whitelist, or the hardware IDs it reports differ from the enrolled set (a swapped
 board). Putting a device in quarantine and releasing it are audited; the brokers learn of the
 change as they learn of a credential change (the same re-check of connected sessions).
+
+The audit trail is injected (``cloud.audit.service.system_recorder`` for a worker,
+``actor_recorder`` for a person), as for the status worker: the audit domain sits above the
+registry, which does not import who audits it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
-from cloud.audit.service import record
 from cloud.db import utcnow
 from cloud.devices.models import Device
-from cloud.identity.principal import Principal
+
+if TYPE_CHECKING:
+    from cloud.devices.status_worker import AuditTrail
 
 REASON_MAX = 200
 
@@ -25,7 +30,7 @@ def put(
     session: Session,
     device: Device,
     reason: str,
-    actor: Principal | None = None,
+    audit: AuditTrail | None = None,
     details: dict[str, Any] | None = None,
 ) -> bool:
     """Quarantine ``device`` for ``reason``; False (and nothing written) when it already is."""
@@ -33,32 +38,18 @@ def put(
         return False
     device.quarantine_reason = reason[:REASON_MAX]
     device.quarantined_at = utcnow()
-    record(
-        session,
-        actor,
-        "device.quarantine",
-        "device",
-        device.id,
-        device.organization_id,
-        {"reason": device.quarantine_reason, **(details or {})},
-    )
+    if audit is not None:
+        audit(session, "device.quarantine", device, {"reason": reason, **(details or {})})
     return True
 
 
-def release(session: Session, device: Device, actor: Principal | None) -> bool:
+def release(session: Session, device: Device, audit: AuditTrail | None = None) -> bool:
     """Approve a quarantined device; False (and nothing written) when it was not quarantined."""
     if device.quarantine_reason is None:
         return False
     reason = device.quarantine_reason
     device.quarantine_reason = None
     device.quarantined_at = None
-    record(
-        session,
-        actor,
-        "device.approve",
-        "device",
-        device.id,
-        device.organization_id,
-        {"was": reason},
-    )
+    if audit is not None:
+        audit(session, "device.approve", device, {"was": reason})
     return True
