@@ -187,14 +187,14 @@ def release(
     ``provisioned -> released`` (audited ``device.release``).
 
     Refused with nothing written: a code with a typo (CodeFormatError), a charger code unknown
-    or of an organization where the actor may not ``permission`` (UnknownCodeError), a box code
+    or of a device where no role of the actor gives ``permission`` (UnknownCodeError), a box code
     that is not this charger's (WrongBoxCodeError), a device already released or not
     provisioned (PairingConflictError).
     """
     charger = codec.parse_charger_code(charger_code)
     box = codec.parse_box_code(box_code)
     found = _find(session, charger)
-    if found is None or not actor.may_in(permission, found[1].organization_id):
+    if found is None or not access.role_covers(actor, permission, found[1]):
         hasher.verify(None, box)  # the same time as a wrong box code
         raise UnknownCodeError(
             "unknown", "no charger of your organization has this charger code", "charger_code"
