@@ -69,6 +69,7 @@ class Paired:
 
     device: Device
     access: ChargerAccess
+    at: dt.datetime  # when the box code paired it
 
 
 def _actor_id(actor: Principal | None) -> str:
@@ -427,7 +428,7 @@ def pair(
             {**access.describe(granted), "changes": changes, "cause": "pairing"},
         )
     outbox.request_lists(session, [device.id])
-    return Paired(device, granted)
+    return Paired(device, granted, now)
 
 
 def _used() -> PairingConflictError:

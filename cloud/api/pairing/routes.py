@@ -256,7 +256,7 @@ class Pairings(MethodView):
             "device_name": done.device.name,
             "level": done.access.level.value,
             "user_id": principal.id,
-            "paired_at": done.access.created_at,
+            "paired_at": done.at,
         }
         commit()
         return answer
