@@ -21,6 +21,7 @@ from cloud.identity.models import (
 )
 from cloud.ocpp.models import OcppCharger
 from cloud.organizations.models import Organization, Site
+from cloud.pairing.models import ChargerCodes, PairingFailure
 
 __all__ = [
     "ApiClient",
@@ -29,6 +30,7 @@ __all__ = [
     "AuthorizationListRequest",
     "Base",
     "ChargerAccess",
+    "ChargerCodes",
     "ChargingSession",
     "ConfigChange",
     "Device",
@@ -40,6 +42,7 @@ __all__ = [
     "Invitation",
     "OcppCharger",
     "Organization",
+    "PairingFailure",
     "Permission",
     "RefreshToken",
     "RfidCard",

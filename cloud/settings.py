@@ -479,6 +479,14 @@ DECLARED: tuple[Setting, ...] = (
         minimum=300,
     ),
     Setting(
+        "pairing_lockout",
+        900,
+        "Seconds a charger, or a user, may not try to pair after five wrong box codes (within "
+        "as many seconds); the lock ends this long after the fifth (docs/pairing.md).",
+        int,
+        minimum=60,
+    ),
+    Setting(
         "charging_start_timeout",
         300,
         "Seconds a charger has to start a session asked for from the app: the `charging.start` "
@@ -615,6 +623,7 @@ class Settings:
     smtp_timeout: int
     smtp_tls_ca_file: str
     invitation_ttl: int
+    pairing_lockout: int
     charging_start_timeout: int
     charging_refresh_interval: int
     charging_live_max_seconds: int

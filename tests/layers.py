@@ -56,6 +56,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "cloud.commands",
             "cloud.configuration",
             "cloud.access",
+            "cloud.pairing",
             "cloud.charging",
             "cloud.ingest",
             "cloud.ocpp",

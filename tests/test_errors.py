@@ -38,6 +38,7 @@ ROOTS = {
     "cloud.commands": "CommandError",
     "cloud.charging": "ChargingError",
     "cloud.access": "AccessError",
+    "cloud.pairing": "PairingError",
     "cloud.billing": "BillingError",
     "cloud.ocpp": "OcppBridgeError",
     "cloud.devicelink": "LinkError",

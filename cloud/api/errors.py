@@ -47,6 +47,14 @@ from cloud.identity import (
     RoleFloorError,
 )
 from cloud.organizations import OrganizationsError
+from cloud.pairing import (
+    CodeFormatError,
+    LockedOutError,
+    PairingConflictError,
+    PairingError,
+    UnknownCodeError,
+    WrongBoxCodeError,
+)
 from cloud.telemetry import StoreUnavailableError, TelemetryError
 from parameters import ParameterSchemaError
 
@@ -169,6 +177,28 @@ def _unknown_family(exc: UnknownFamilyError) -> Answer:
     return Answer(409, f"hardware_family: {exc}", {"hardware_family": [message]})
 
 
+def _pairing(exc: PairingError, status: int = 422) -> Answer:
+    if exc.reason == "not_owner":
+        return Answer(403, exc.message, {"device_id": [exc.message]})
+    if exc.field is None:
+        return Answer(status, exc.message, {exc.reason: [exc.message]})
+    return Answer(status, f"{exc.field}: {exc.message}", {"json": {exc.field: [exc.message]}})
+
+
+def _unknown_code(exc: UnknownCodeError) -> Answer:
+    return _pairing(exc, 404)
+
+
+def _pairing_conflict(exc: PairingConflictError) -> Answer:
+    return _pairing(exc, 409)
+
+
+def _locked_out(exc: LockedOutError) -> Answer:
+    # RFC 6585 section 4: 429 with Retry-After, naming the charger (its code) or the account.
+    where = {"json": {exc.field: [exc.message]}} if exc.field else {"user": [exc.message]}
+    return Answer(429, exc.message, where, {"Retry-After": str(exc.retry_after)})
+
+
 def _store_unavailable(exc: StoreUnavailableError) -> Answer:
     return Answer(503, f"the telemetry store is unavailable: {exc}")
 
@@ -183,6 +213,12 @@ DOMAIN_ERRORS: Mapping[type[Exception], Callable[[Any], Answer]] = {
     LastAdminError: _last_admin,
     RoleFloorError: _role_floor,
     InvitationError: _invitation,
+    PairingError: _pairing,
+    CodeFormatError: _pairing,
+    WrongBoxCodeError: _pairing,
+    UnknownCodeError: _unknown_code,
+    PairingConflictError: _pairing_conflict,
+    LockedOutError: _locked_out,
     InvitationClosedError: _invitation_closed,
     AccountError: _account,
     CommandRefusedError: _command_refused,
@@ -203,6 +239,7 @@ DOMAIN_ROOTS: tuple[type[Exception], ...] = (
     DevicesError,
     IdentityError,
     OrganizationsError,
+    PairingError,
     ParameterSchemaError,  # UnknownFamilyError: a device's family has no shipped schema
     TelemetryError,
 )

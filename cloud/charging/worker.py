@@ -3,8 +3,10 @@
 Follows ``af/+/events`` (shared as ``$share/charging/...`` where the broker can split it, so
 several workers share the load), applies ``charging.started``, ``charging.stopped`` and
 ``authorization.refused`` (``cloud.charging.sessions``) and sends the commands their effects
-call for (``charging.stop`` for a card the cloud refuses). Other events are acknowledged and
-left alone.
+call for (``charging.stop`` for a card the cloud refuses). It also applies ``factory_reset``
+(``cloud.pairing.service.factory_reset``: the charger's owners and guests go, its box code pairs
+once more), since it is the one worker that follows the events. Other events are acknowledged
+and left alone.
 
 Nothing is lost on a database error: messages are acknowledged by hand (a persistent session,
 ``manual_ack``) only once their transaction committed, or once they were judged malformed. A
@@ -56,6 +58,7 @@ from cloud.devicelink.subscriptions import Message
 from cloud.devicelink.threaded import ThreadedLink
 from cloud.devices.models import Device
 from cloud.identity.grants import ChargerAccess
+from cloud.pairing import service as pairing
 from firmware.core import contract
 
 log = logging.getLogger(__name__)
@@ -220,6 +223,10 @@ class ChargingWorker:
             )
             EVENTS.labels("invalid", "rejected").inc()
             return "rejected"
+        if event.type == pairing.FACTORY_RESET_EVENT:
+            outcome = self._factory_reset(device_id, event, topic, payload)
+            EVENTS.labels(event.type, outcome).inc()
+            return outcome
         if event.type not in events.CHARGING_EVENTS:
             self.ignored += 1
             return "ignored"
@@ -286,6 +293,39 @@ class ChargingWorker:
                 return "rejected"
         self.applied += 1
         self._send(planned)
+        return "applied"
+
+    def _factory_reset(
+        self, device_id: str, event: contract.Event, topic: str, payload: bytes
+    ) -> str:
+        """Clear the owners and guests of a charger that reports a factory reset."""
+        delay = 0.1
+        happened_at = dt.datetime.fromtimestamp(event.ts / 1000, dt.UTC)
+        while True:
+            try:
+                with self.database.transaction() as session:
+                    device = session.get(Device, device_id)
+                    if device is None:
+                        why = Rejected("unknown_device", None, "no such device in the registry")
+                        self.rejects.reject(contract.EVENTS, topic, payload, why)
+                        return "rejected"
+                    removed = pairing.factory_reset(
+                        session, device, happened_at=happened_at, worker=GROUP
+                    )
+                break
+            except (OperationalError, InterfaceError) as exc:
+                self.db_retries += 1
+                DB_RETRIES.labels("database").inc()
+                log.warning("database error on factory reset of %s; retrying: %s", device_id, exc)
+                if self._stop.wait(delay):
+                    return "abandoned"
+                delay = min(delay * 2, self.max_retry_delay)
+        if removed is None:
+            log.info("factory reset of %s older than its last pairing: ignored", device_id)
+            self.ignored += 1
+            return "ignored"
+        log.info("factory reset of %s: %d owners and guests removed", device_id, len(removed))
+        self.applied += 1
         return "applied"
 
     def _send(self, planned: list[tuple[str, str, str, dict[str, Any], int]]) -> None:

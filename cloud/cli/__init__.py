@@ -9,6 +9,7 @@ from cloud.cli.broker import broker
 from cloud.cli.db import db
 from cloud.cli.device import device
 from cloud.cli.firmware import firmware
+from cloud.cli.labels import labels
 from cloud.cli.parameters import parameters
 from cloud.cli.serve import api, up
 from cloud.cli.simulate import simulate
@@ -57,3 +58,4 @@ main.add_command(parameters)
 main.add_command(firmware)
 main.add_command(simulate)
 main.add_command(device)
+main.add_command(labels)

@@ -23,6 +23,7 @@ class LifecycleState(enum.StrEnum):
 
     MANUFACTURED = "manufactured"  # on the whitelist, never connected
     PROVISIONED = "provisioned"  # credentials issued, handed to an installer or owner
+    RELEASED = "released"  # labels scanned at the end of the line: box and charger bound, sold
     ACTIVE = "active"  # installed and in service
     SUSPENDED = "suspended"  # temporarily refused by the cloud (unpaid, tampered, ...)
     DECOMMISSIONED = "decommissioned"  # gone for good; kept for history
@@ -33,7 +34,17 @@ TRANSITIONS: dict[LifecycleState, frozenset[LifecycleState]] = {
     LifecycleState.MANUFACTURED: frozenset(
         {LifecycleState.PROVISIONED, LifecycleState.DECOMMISSIONED}
     ),
+    # provisioned -> released is the end-of-line scan (POST /releases, cloud.pairing); a device
+    # that connects before it is released (an end-of-line test) goes straight to active.
     LifecycleState.PROVISIONED: frozenset(
+        {
+            LifecycleState.RELEASED,
+            LifecycleState.ACTIVE,
+            LifecycleState.SUSPENDED,
+            LifecycleState.DECOMMISSIONED,
+        }
+    ),
+    LifecycleState.RELEASED: frozenset(
         {LifecycleState.ACTIVE, LifecycleState.SUSPENDED, LifecycleState.DECOMMISSIONED}
     ),
     LifecycleState.ACTIVE: frozenset({LifecycleState.SUSPENDED, LifecycleState.DECOMMISSIONED}),

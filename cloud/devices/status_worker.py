@@ -35,7 +35,9 @@ Gateways = Callable[[Session, str, bool], "list[str] | None"]
 
 # A device that connects for the first time is in service: the registry follows it. A suspended
 # or decommissioned device stays so (the cloud refused it on purpose), whatever it announces.
-ACTIVATED_BY_CONNECT = frozenset({LifecycleState.MANUFACTURED, LifecycleState.PROVISIONED})
+ACTIVATED_BY_CONNECT = frozenset(
+    {LifecycleState.MANUFACTURED, LifecycleState.PROVISIONED, LifecycleState.RELEASED}
+)
 
 
 class AuditTrail(Protocol):

@@ -52,7 +52,7 @@ def audit_of(admin: Client, device_id: str) -> list[dict[str, Any]]:
     return entries
 
 
-@pytest.mark.parametrize("initial", ["manufactured", "provisioned"])
+@pytest.mark.parametrize("initial", ["manufactured", "provisioned", "released"])
 def test_first_connect_activates_and_stores_the_announced_versions(
     worker: StatusWorker, tenant: Tenant, admin: Client, initial: str
 ) -> None:

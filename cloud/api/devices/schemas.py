@@ -119,7 +119,8 @@ class DeviceUpdateSchema(Schema):
         LifecycleState,
         by_value=True,
         metadata={
-            "description": "manufactured → provisioned → active ⇄ suspended; any → decommissioned."
+            "description": "manufactured → provisioned → released → active ⇄ suspended "
+            "(released by scanning both labels: `POST /releases`); any → decommissioned."
         },
     )
 

@@ -1,0 +1,1 @@
+"""REST resources of labels, releases and pairings (cloud.pairing)."""
