@@ -21,6 +21,7 @@ from cloud.identity.models import (
 )
 from cloud.ocpp.models import OcppCharger
 from cloud.organizations.models import Organization, Site
+from cloud.pki.models import DeviceCertificate, PkiAuthority, PkiCrl, PkiKey
 
 __all__ = [
     "ApiClient",
@@ -32,6 +33,7 @@ __all__ = [
     "ChargingSession",
     "ConfigChange",
     "Device",
+    "DeviceCertificate",
     "DeviceCommand",
     "DeviceConfiguration",
     "DeviceCredential",
@@ -41,6 +43,9 @@ __all__ = [
     "OcppCharger",
     "Organization",
     "Permission",
+    "PkiAuthority",
+    "PkiCrl",
+    "PkiKey",
     "RefreshToken",
     "RfidCard",
     "Role",
