@@ -146,6 +146,7 @@ def _blueprints() -> list[Any]:
     from cloud.api.identity.users import users
     from cloud.api.ocpp.routes import ocpp_chargers
     from cloud.api.organizations.routes import organizations, sites
+    from cloud.api.pki.routes import certificates, device_certificates, pki
     from cloud.api.telemetry.routes import fleet, telemetry
 
     return [
@@ -175,6 +176,9 @@ def _blueprints() -> list[Any]:
         session_history,
         session_export,
         billing_reports,
+        certificates,
+        device_certificates,
+        pki,
     ]
 
 

@@ -10,6 +10,7 @@ from cloud.cli.db import db
 from cloud.cli.device import device
 from cloud.cli.firmware import firmware
 from cloud.cli.parameters import parameters
+from cloud.cli.pki import pki
 from cloud.cli.serve import api, up
 from cloud.cli.simulate import simulate
 from cloud.cli.users import users
@@ -57,3 +58,4 @@ main.add_command(parameters)
 main.add_command(firmware)
 main.add_command(simulate)
 main.add_command(device)
+main.add_command(pki)
