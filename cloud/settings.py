@@ -8,7 +8,6 @@ environment. Each setting is one ``Setting`` declaration, which is also its docu
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import os
 from collections.abc import Callable, Mapping
@@ -432,9 +431,10 @@ DECLARED: tuple[Setting, ...] = (
     Setting(
         "pki_kek",
         "",
-        "Key-encryption key of the PKI: base64 of 32 random bytes (`ampfleet pki new-kek`). "
-        "The CAs' private keys are sealed with it (AES-256-GCM) in the records. Production "
-        "needs it or `pki_kek_file`; never keep it in the data directory.",
+        "Key-encryption key of the PKI: a secret of at least 32 characters (`ampfleet pki "
+        "new-kek` prints one); the CAs' private keys are sealed in the records with AES-256-GCM "
+        "under a key derived from it (HKDF-SHA256). Production needs it or `pki_kek_file`; "
+        "never keep it in the data directory.",
     ),
     Setting(
         "pki_kek_file",
@@ -714,13 +714,6 @@ class Settings:
         return _derive(cls(**values))
 
 
-def _base64_or_empty(text: str) -> bytes:
-    try:
-        return base64.b64decode(text.strip(), validate=True)
-    except ValueError:  # binascii.Error is one
-        return b""
-
-
 def _derive(s: Settings) -> Settings:
     """Fill the settings whose empty default means 'derived from others', and check them."""
     database_url = s.database_url or f"sqlite:///{(s.data_dir / 'ampfleet.db').resolve()}"
@@ -751,8 +744,10 @@ def _derive(s: Settings) -> Settings:
         raise SettingsError(
             "AMPFLEET_OCPP_SECURITY_PROFILE 3 needs AMPFLEET_OCPP_TLS_CLIENT_CA_FILE"
         )
-    if s.pki_kek and len(_base64_or_empty(s.pki_kek)) != 32:
-        raise SettingsError("AMPFLEET_PKI_KEK: must be base64 of 32 bytes (`ampfleet pki new-kek`)")
+    if s.pki_kek and len(s.pki_kek.strip()) < 32:
+        raise SettingsError(
+            "AMPFLEET_PKI_KEK: must be at least 32 characters (`ampfleet pki new-kek` makes one)"
+        )
     metrics_host = s.metrics_host or s.api_host
     pki_crl_file = s.pki_crl_file or str(s.data_dir / "pki" / "crl.pem")
     pki_ca_file = s.pki_ca_file or str(s.data_dir / "pki" / "ca-chain.pem")

@@ -8,8 +8,9 @@ binding the ciphertext to nothing.)
 
 Where the KEK comes from, in order (docs/pki.md):
 
-* ``pki_kek``: 32 random bytes, base64;
-* ``pki_kek_file``: a file holding that base64 text (a mounted secret);
+* ``pki_kek``: a secret of at least 32 characters (``ampfleet pki new-kek`` prints base64 of
+  32 random bytes); the AES-256 key is derived from it with HKDF-SHA256;
+* ``pki_kek_file``: a file holding such a secret (a mounted secret);
 * neither, with a SQLite records database (the embedded mode): ``ampfleet/pki-kek`` under
   ``$XDG_CONFIG_HOME`` (``~/.config``), created 0600 when the first key is made. It is kept out
   of the data directory on purpose: a copy of the data directory alone opens no key.
@@ -21,7 +22,6 @@ A KEK file inside the data directory is refused for the same reason.
 from __future__ import annotations
 
 import base64
-import binascii
 import contextlib
 import dataclasses
 import hashlib
@@ -33,7 +33,9 @@ import tempfile
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from cloud.pki import KeyEncryptionError
 from cloud.settings import Settings
@@ -41,6 +43,7 @@ from cloud.settings import Settings
 log = logging.getLogger(__name__)
 
 KEK_BYTES = 32
+MIN_KEK_CHARS = 32  # the settings check the same (cloud.settings)
 NONCE_BYTES = 12
 AAD_PREFIX = b"ampfleet/pki/key/"
 
@@ -86,13 +89,18 @@ def new_kek_text() -> str:
 
 
 def _decode(text: str, source: str) -> bytes:
-    try:
-        key = base64.b64decode(text.strip(), validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise KeyEncryptionError(f"{source}: not base64") from exc
-    if len(key) != KEK_BYTES:
-        raise KeyEncryptionError(f"{source}: {len(key)} bytes, a KEK is {KEK_BYTES}")
-    return key
+    """The AES-256 key of a KEK text: HKDF-SHA256 of it. Any secret of ``MIN_KEK_CHARS`` or
+    more is taken (what ``new-kek`` prints, or whatever a secret manager hands out), so the
+    text need not be exactly 32 bytes of base64; the derivation costs nothing."""
+    secret = text.strip()
+    if len(secret) < MIN_KEK_CHARS:
+        raise KeyEncryptionError(
+            f"{source}: {len(secret)} characters; a KEK is at least {MIN_KEK_CHARS} "
+            "(`ampfleet pki new-kek` makes one)"
+        )
+    return HKDF(hashes.SHA256(), KEK_BYTES, salt=None, info=b"ampfleet pki kek").derive(
+        secret.encode()
+    )
 
 
 def default_kek_file(environ: os._Environ[str] | dict[str, str] | None = None) -> Path:
@@ -111,8 +119,8 @@ def kek_file(settings: Settings) -> Path | None:
         return Path(settings.pki_kek_file)
     if not settings.database_url.startswith("sqlite"):
         raise KeyEncryptionError(
-            "the PKI needs a key-encryption key: set AMPFLEET_PKI_KEK (base64 of 32 random "
-            "bytes, `ampfleet pki new-kek` makes one) or AMPFLEET_PKI_KEK_FILE"
+            "the PKI needs a key-encryption key: set AMPFLEET_PKI_KEK (a secret of 32 or more "
+            "characters, `ampfleet pki new-kek` makes one) or AMPFLEET_PKI_KEK_FILE"
         )
     return default_kek_file()
 
