@@ -122,6 +122,36 @@ def show() -> None:
     click.echo(f"certificates issued to devices: {states}")
 
 
+@pki.command("rekey")
+@click.option(
+    "--old-kek-file",
+    type=click.Path(exists=True, dir_okay=False),
+    required=True,
+    help="File holding the KEK the keys are sealed with now.",
+)
+def rekey(old_kek_file: str) -> None:
+    """Re-seal every PKI key with the KEK the settings name now (AMPFLEET_PKI_KEK or
+    AMPFLEET_PKI_KEK_FILE), opening them with the old one: KEK rotation. All or nothing;
+    safe to run again. Keep the old KEK until every process runs with the new one."""
+    from pathlib import Path
+
+    from cloud.pki import keystore
+    from cloud.pki.kek import kek_from_text, load_kek
+
+    settings = load_settings()
+    database = _database(settings)
+    try:
+        old = kek_from_text(Path(old_kek_file).read_text(), f"the KEK file {old_kek_file}")
+        new = load_kek(settings)
+        with database.transaction() as session:
+            done = keystore.reseal(session, old, new)
+    except PkiError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        database.engine.dispose()
+    click.echo(f"resealed {len(done)} keys with the KEK {new.id}: {', '.join(done) or 'none'}")
+
+
 @pki.command("new-kek")
 def new_kek() -> None:
     """Print a fresh key-encryption key (base64 of 32 random bytes) for AMPFLEET_PKI_KEK or a

@@ -103,6 +103,11 @@ def _decode(text: str, source: str) -> bytes:
     )
 
 
+def kek_from_text(text: str, source: str) -> Kek:
+    """A KEK from its text (``pki_kek``'s form); KeyEncryptionError when too short."""
+    return Kek(_decode(text, source), source)
+
+
 def default_kek_file(environ: os._Environ[str] | dict[str, str] | None = None) -> Path:
     """Where the embedded mode keeps its KEK: ``$XDG_CONFIG_HOME/ampfleet/pki-kek``."""
     env = os.environ if environ is None else environ

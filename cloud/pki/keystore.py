@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from cloud.audit.service import record
 from cloud.pki import KeyEncryptionError, PkiError
-from cloud.pki.kek import load_kek
+from cloud.pki.kek import Kek, load_kek
 from cloud.pki.models import PkiKey
 from cloud.settings import Settings
 
@@ -77,3 +77,31 @@ def _stored_or_created(session: Session, settings: Settings, name: str) -> PkiKe
         return winner
     record(session, None, "pki.key_create", "pki_key", name, None, {"algorithm": ALGORITHM})
     return stored
+
+
+def reseal(session: Session, old: Kek, new: Kek) -> list[str]:
+    """Seal every key under ``new`` that ``old`` sealed (KEK rotation); the names resealed.
+    Keys already under ``new`` are left; one under neither is a KeyEncryptionError, and the
+    caller's transaction rolls back whole."""
+    done: list[str] = []
+    for stored in session.scalars(select(PkiKey).order_by(PkiKey.name).with_for_update()):
+        if stored.kek_id == new.id:
+            continue
+        plaintext = old.open(stored.name, stored.sealed, stored.kek_id)
+        stored.sealed = new.seal(stored.name, plaintext)
+        stored.kek_id = new.id
+        done.append(stored.name)
+    if done:
+        record(
+            session,
+            None,
+            "pki.kek_rotate",
+            "pki_key",
+            ",".join(done)[:64],
+            None,
+            {
+                "keys": done,
+                "kek_id": new.id,
+            },
+        )
+    return done

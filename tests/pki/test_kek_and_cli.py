@@ -102,3 +102,33 @@ def test_the_pki_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert len(kek) == 44 and kek != KEK
     masked = runner.invoke(main, ["settings"]).output
     assert "pki_kek = ***" in masked and KEK not in masked
+
+
+def test_rekey_reseals_every_key_with_the_new_kek(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "data"
+    database = fresh_database(data)
+    old_settings = pki_settings(data, database.url)
+    with database.transaction() as session:
+        key = keystore.signing_key(session, old_settings, "firmware-releases")
+    old_file = tmp_path / "old-kek"
+    old_file.write_text(KEK)
+    new = new_kek_text()
+    for name, value in {
+        "AMPFLEET_DATA_DIR": str(data),
+        "AMPFLEET_DATABASE_URL": database.url,
+        "AMPFLEET_PKI_KEK": new,
+    }.items():
+        monkeypatch.setenv(name, value)
+    done = CliRunner().invoke(main, ["pki", "rekey", "--old-kek-file", str(old_file)])
+    assert done.exit_code == 0 and "resealed 1 keys" in done.output, done.output
+    again = CliRunner().invoke(main, ["pki", "rekey", "--old-kek-file", str(old_file)])
+    assert "resealed 0 keys" in again.output
+    new_settings = pki_settings(data, database.url, pki_kek=new)
+    with database.transaction() as session:
+        opened = keystore.signing_key(session, new_settings, "firmware-releases")
+        assert opened.private_numbers() == key.private_numbers()
+        with pytest.raises(KeyEncryptionError, match="another"):
+            keystore.signing_key(session, old_settings, "firmware-releases")
+    database.engine.dispose()
