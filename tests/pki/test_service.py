@@ -93,6 +93,11 @@ def test_a_certificate_is_issued_with_the_device_profile_inside_the_chain(
         ).all()
         assert actions == ["certificate.issue"]
         assert service.check_presented(session, settings, leaf, device.id).serial == issued.serial
+        later = issued.not_after + dt.timedelta(seconds=1)
+        with pytest.raises(CertificateRefusedError, match="not now"):
+            service.check_presented(session, settings, leaf, device.id, now=later)
+        with pytest.raises(CertificateRefusedError, match="names the device"):
+            service.check_presented(session, settings, leaf, "af-someone-else")
 
 
 def test_a_refused_csr_writes_nothing(database: Database, settings: Settings) -> None:
