@@ -60,7 +60,7 @@ def current(session: Session, settings: Settings, now: dt.datetime | None = None
     row = stored(session)
     assert row is not None  # made with the device CA
     if is_due(row, now or utcnow()):
-        row = regenerate(session, settings, now)
+        row, _renewed = _renew_if_still_due(session, settings, now)
     return row
 
 
@@ -112,8 +112,19 @@ def refresh_if_due(session: Session, settings: Settings, now: dt.datetime | None
     row = stored(session)
     if row is None or not is_due(row, now or utcnow()):
         return False
-    regenerate(session, settings, now)
-    return True
+    return _renew_if_still_due(session, settings, now)[1]
+
+
+def _renew_if_still_due(
+    session: Session, settings: Settings, now: dt.datetime | None
+) -> tuple[PkiCrl, bool]:
+    """Renew under the row lock, after looking again: of two processes that both found the CRL
+    due, the second finds the first's new one and issues none."""
+    row = stored(session, lock=True)
+    assert row is not None
+    if not is_due(row, now or utcnow()):
+        return row, False
+    return regenerate(session, settings, now), True
 
 
 # -- files ------------------------------------------------------------------------------------
@@ -194,8 +205,7 @@ class CrlKeeper:
             row = stored(session)
             if row is None:
                 return  # no PKI yet: nothing to keep
-            if is_due(row, now or utcnow()):
-                regenerate(session, self.settings, now)
+            if refresh_if_due(session, self.settings, now):
                 log.info("issued CRL number %s", row.number)
         files_there = Path(self.settings.pki_crl_file).exists()
         if self.written != row.number or not files_there:
