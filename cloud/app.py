@@ -147,6 +147,7 @@ def _blueprints() -> list[Any]:
     from cloud.api.ocpp.routes import ocpp_chargers
     from cloud.api.organizations.routes import organizations, sites
     from cloud.api.pairing.routes import labels_blp, pairings, releases
+    from cloud.api.pki.routes import certificates, device_certificates, pki
     from cloud.api.telemetry.routes import fleet, telemetry
 
     return [
@@ -179,6 +180,9 @@ def _blueprints() -> list[Any]:
         labels_blp,
         releases,
         pairings,
+        certificates,
+        device_certificates,
+        pki,
     ]
 
 

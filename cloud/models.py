@@ -22,6 +22,7 @@ from cloud.identity.models import (
 from cloud.ocpp.models import OcppCharger
 from cloud.organizations.models import Organization, Site
 from cloud.pairing.models import ChargerCodes, PairingFailure
+from cloud.pki.models import DeviceCertificate, PkiAuthority, PkiCrl, PkiKey
 
 __all__ = [
     "ApiClient",
@@ -34,6 +35,7 @@ __all__ = [
     "ChargingSession",
     "ConfigChange",
     "Device",
+    "DeviceCertificate",
     "DeviceCommand",
     "DeviceConfiguration",
     "DeviceCredential",
@@ -44,6 +46,9 @@ __all__ = [
     "Organization",
     "PairingFailure",
     "Permission",
+    "PkiAuthority",
+    "PkiCrl",
+    "PkiKey",
     "RefreshToken",
     "RfidCard",
     "Role",

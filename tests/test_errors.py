@@ -40,6 +40,7 @@ ROOTS = {
     "cloud.access": "AccessError",
     "cloud.pairing": "PairingError",
     "cloud.billing": "BillingError",
+    "cloud.pki": "PkiError",
     "cloud.ocpp": "OcppBridgeError",
     "cloud.devicelink": "LinkError",
     "cloud.mail": "MailError",

@@ -11,6 +11,7 @@ from cloud.cli.device import device
 from cloud.cli.firmware import firmware
 from cloud.cli.labels import labels
 from cloud.cli.parameters import parameters
+from cloud.cli.pki import pki
 from cloud.cli.serve import api, up
 from cloud.cli.simulate import simulate
 from cloud.cli.users import users
@@ -20,7 +21,7 @@ from cloud.settings import DECLARED, Settings, SettingsError, markdown_table
 # Settings `ampfleet settings` masks: every one holding a credential. Derived from the names so a
 # new `*_password` / `*_token` / `*_secret` setting is masked without a second list to keep.
 # (The `*_key_file` settings are paths to keys, not keys: shown.)
-SECRET_SUFFIXES = ("_password", "_token", "_secret", "_key")
+SECRET_SUFFIXES = ("_password", "_token", "_secret", "_key", "_kek")
 SECRET_SETTINGS = frozenset(s.name for s in DECLARED if s.name.endswith(SECRET_SUFFIXES))
 
 
@@ -59,3 +60,4 @@ main.add_command(firmware)
 main.add_command(simulate)
 main.add_command(device)
 main.add_command(labels)
+main.add_command(pki)

@@ -20,6 +20,27 @@ def worker() -> None:
     """Device-link workers: run as many as the load needs."""
 
 
+class Alongside:
+    """A worker and the threads that run beside it in its process: started after it, stopped
+    before it."""
+
+    def __init__(self, main: Any, *extra: Any) -> None:
+        self.main = main
+        self.extra = extra
+
+    def start(self) -> None:
+        """Start the worker, then the others."""
+        self.main.start()
+        for service in self.extra:
+            service.start()
+
+    def stop(self) -> None:
+        """Stop the others, then the worker."""
+        for service in reversed(self.extra):
+            service.stop()
+        self.main.stop()
+
+
 def _client_id_for(role: str, client_id: str | None) -> str:
     """The given client id, else the stable default ``ampfleet-<role>-<hostname>``."""
     return client_id or f"ampfleet-{role}-{socket.gethostname()}"
@@ -231,16 +252,22 @@ def charging(client_id: str | None, metrics_port: int | None, shared: bool | Non
     seconds fails app starts that never began and republishes the authorization lists of
     chargers whose guest windows opened or closed. Shares af/+/events ($share/charging/...)
     with the other charging workers on Mosquitto/EMQX; on the embedded broker, run one.
+
+    It also keeps the PKI's CRL current: every AMPFLEET_PKI_CRL_CHECK_INTERVAL seconds it
+    issues a new CRL once half of the current one has passed, and rewrites AMPFLEET_PKI_CRL_FILE
+    and AMPFLEET_PKI_CA_FILE when they are behind the records (docs/pki.md).
     """
     import datetime as dt
 
     from cloud.charging.worker import ChargingWorker
     from cloud.db import Database
     from cloud.devicelink.endpoint import service_endpoint
+    from cloud.pki.crl import CrlKeeper
 
     settings = load_settings()
+    database = Database(settings.database_url)
     charging_worker = ChargingWorker(
-        Database(settings.database_url),
+        database,
         service_endpoint(settings),
         _client_id_for("charging", client_id),
         settings.data_path,
@@ -251,7 +278,8 @@ def charging(client_id: str | None, metrics_port: int | None, shared: bool | Non
         max_payload_bytes=settings.max_payload_bytes,
         max_skew_ms=settings.max_clock_skew * 1000,
     )
-    _serve(settings, "charging", "records", charging_worker, metrics_port)
+    service = Alongside(charging_worker, CrlKeeper(database, settings))
+    _serve(settings, "charging", "records", service, metrics_port)
 
 
 @worker.command("forget")

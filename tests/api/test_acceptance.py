@@ -60,6 +60,10 @@ PUBLIC = {
     # The invitation's secret (from the e-mailed link) is the credential of these two.
     ("get", "/api/v1/invitations/{invitation_id}/accept"),
     ("post", "/api/v1/invitations/{invitation_id}/accept"),
+    # The PKI's public files: what brokers and devices fetch to verify certificates.
+    ("get", "/api/v1/pki/ca.pem"),
+    ("get", "/api/v1/pki/crl"),
+    ("get", "/api/v1/pki/crl.pem"),
 }
 AUTHENTICATED_ONLY = {("get", "/api/v1/auth/me")}
 

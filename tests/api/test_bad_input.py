@@ -47,6 +47,10 @@ PUBLIC = {
     # The invitation's secret (from the e-mailed link) is the credential of these two.
     "GET /api/v1/invitations/{invitation_id}/accept",
     "POST /api/v1/invitations/{invitation_id}/accept",
+    # The PKI's public files: what brokers and devices fetch to verify certificates.
+    "GET /api/v1/pki/ca.pem",
+    "GET /api/v1/pki/crl",
+    "GET /api/v1/pki/crl.pem",
 }
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
@@ -213,6 +217,8 @@ def world(app: Flask, admin: Client, tenant: Tenant) -> World:
             "tariff_id": str(tariff["id"]),
             # No route under /sessions/{id} takes a body: any id serves as example.
             "session_id": "no-such-session",
+            # /certificates/{serial}: a hex serial no certificate has.
+            "serial": "a11ce",
         },
         body_ids={
             "organization_id": tenant.id,

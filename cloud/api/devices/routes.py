@@ -6,6 +6,7 @@ import logging
 import secrets
 from typing import Any
 
+from flask import current_app
 from flask.views import MethodView
 from sqlalchemy import Select, or_, select
 
@@ -25,7 +26,9 @@ from cloud.api.records import commit, ensure_unique
 from cloud.api.scoping import device_clause, target_org
 from cloud.audit.service import changes, record
 from cloud.db import request_session
-from cloud.devices.models import TRANSITIONS, Device, device_group_members
+from cloud.devices.models import TRANSITIONS, Device, LifecycleState, device_group_members
+from cloud.pki import service as pki
+from cloud.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,20 @@ def get_device(device_id: str, permission: str) -> Device:
             forbidden(permission)
         not_found("device")
     return device
+
+
+def _revoke_certificates(device: Device) -> None:
+    """Put the device's certificates on the CRL (RFC 5280 cessationOfOperation): a scrapped or
+    deleted charger's key must not connect again, not even as a device registered later under
+    the same id."""
+    settings: Settings = current_app.extensions["ampfleet.settings"]
+    pki.revoke(
+        request_session(),
+        settings,
+        device_id=device.id,
+        reason="cessationOfOperation",
+        actor=current_principal(),
+    )
 
 
 @devices.route("")
@@ -170,6 +187,8 @@ class DeviceItem(MethodView):
             )
         if moved or "site_id" in diff:  # who may charge here changed: so does the card list
             outbox.request_lists(session, [device.id])
+        if diff.get("state", [None, None])[1] == LifecycleState.DECOMMISSIONED.value:
+            _revoke_certificates(device)
         commit()
         return device
 
@@ -195,6 +214,7 @@ class DeviceItem(MethodView):
             device.organization_id,
             {"serial": device.serial},
         )
+        _revoke_certificates(device)
         session.delete(device)
         commit()
         # After the commit, best effort: the record is gone whatever the broker says.
