@@ -27,6 +27,7 @@ from cloud.identity.models import (
 )
 from cloud.ocpp.models import OcppCharger
 from cloud.organizations.models import Organization, Site
+from cloud.pki.models import DeviceCertificate, PkiAuthority, PkiCrl, PkiKey
 
 __all__ = [
     "ApiClient",
@@ -38,6 +39,7 @@ __all__ = [
     "ChargingSession",
     "ConfigChange",
     "Device",
+    "DeviceCertificate",
     "DeviceCommand",
     "DeviceConfiguration",
     "DeviceCredential",
@@ -48,6 +50,9 @@ __all__ = [
     "OcppCharger",
     "Organization",
     "Permission",
+    "PkiAuthority",
+    "PkiCrl",
+    "PkiKey",
     "RefreshToken",
     "RfidCard",
     "Role",

@@ -8,6 +8,7 @@ environment. Each setting is one ``Setting`` declaration, which is also its docu
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import os
 from collections.abc import Callable, Mapping
@@ -414,19 +415,74 @@ DECLARED: tuple[Setting, ...] = (
         "answered UnknownVendorId or UnknownMessageId.",
     ),
     Setting(
-        "ocpp_csr_ca_cert_file",
-        "",
-        "CA certificate with which the bridge signs chargers' SignCertificate requests itself "
-        "(and answers CertificateSigned). Empty: the request becomes an event, and the signed "
-        "chain is sent with the `certificate.signed` command.",
+        "ocpp_sign_csr",
+        True,
+        "The bridge signs a charger's SignCertificate request with the platform PKI's device CA "
+        "(the CN must be the charger id, docs/pki.md) and sends CertificateSigned itself; "
+        "`false`: the request only becomes an event.",
+        _parse_bool,
     ),
-    Setting("ocpp_csr_ca_key_file", "", "PEM private key of that CA."),
     Setting(
         "ocpp_uvloop",
         True,
         "Run the OCPP bridge's event loop on uvloop (cheaper per message, docs/ocpp.md); "
         "`false`: the standard asyncio loop.",
         _parse_bool,
+    ),
+    Setting(
+        "pki_kek",
+        "",
+        "Key-encryption key of the PKI: base64 of 32 random bytes (`ampfleet pki new-kek`). "
+        "The CAs' private keys are sealed with it (AES-256-GCM) in the records. Production "
+        "needs it or `pki_kek_file`; never keep it in the data directory.",
+    ),
+    Setting(
+        "pki_kek_file",
+        "",
+        "File holding that key (a mounted secret). Both empty: with a SQLite database (the "
+        "embedded mode) `$XDG_CONFIG_HOME/ampfleet/pki-kek` (`~/.config`), created 0600 with "
+        "the first key; with any other database the PKI refuses to work.",
+    ),
+    Setting(
+        "pki_ca_name",
+        "ampfleet",
+        "Name in the subjects of the platform's CAs (`<name> Root CA`, `<name> Device CA`), "
+        "used when they are created.",
+    ),
+    Setting(
+        "pki_certificate_days",
+        365,
+        "Validity of a device certificate, days (cut to the issuing CA's own).",
+        int,
+        minimum=1,
+    ),
+    Setting(
+        "pki_crl_days",
+        7,
+        "Validity of a CRL (its nextUpdate), days. A new one is issued on every revocation and "
+        "once half of it has passed.",
+        int,
+        minimum=1,
+    ),
+    Setting(
+        "pki_crl_file",
+        "",
+        "Where the current CRL is written (PEM; Mosquitto's `crlfile`). Empty: "
+        "`<data_dir>/pki/crl.pem`.",
+    ),
+    Setting(
+        "pki_ca_file",
+        "",
+        "Where the CA chain (device CA, then root) is written (Mosquitto's `cafile`). Empty: "
+        "`<data_dir>/pki/ca-chain.pem`.",
+    ),
+    Setting(
+        "pki_crl_check_interval",
+        60,
+        "Seconds between the charging worker's CRL checks: it rewrites the CRL file when "
+        "another process changed the CRL, and issues a new CRL when half of it has passed.",
+        int,
+        minimum=1,
     ),
     Setting(
         "mail_backend",
@@ -602,9 +658,16 @@ class Settings:
     ocpp_call_timeout: int
     ocpp_heartbeat_interval: int
     ocpp_data_transfer: str
-    ocpp_csr_ca_cert_file: str
-    ocpp_csr_ca_key_file: str
+    ocpp_sign_csr: bool
     ocpp_uvloop: bool
+    pki_kek: str
+    pki_kek_file: str
+    pki_ca_name: str
+    pki_certificate_days: int
+    pki_crl_days: int
+    pki_crl_file: str
+    pki_ca_file: str
+    pki_crl_check_interval: int
     mail_backend: str
     mail_from: str
     smtp_host: str
@@ -651,6 +714,13 @@ class Settings:
         return _derive(cls(**values))
 
 
+def _base64_or_empty(text: str) -> bytes:
+    try:
+        return base64.b64decode(text.strip(), validate=True)
+    except ValueError:  # binascii.Error is one
+        return b""
+
+
 def _derive(s: Settings) -> Settings:
     """Fill the settings whose empty default means 'derived from others', and check them."""
     database_url = s.database_url or f"sqlite:///{(s.data_dir / 'ampfleet.db').resolve()}"
@@ -681,11 +751,11 @@ def _derive(s: Settings) -> Settings:
         raise SettingsError(
             "AMPFLEET_OCPP_SECURITY_PROFILE 3 needs AMPFLEET_OCPP_TLS_CLIENT_CA_FILE"
         )
-    if bool(s.ocpp_csr_ca_cert_file) != bool(s.ocpp_csr_ca_key_file):
-        raise SettingsError(
-            "AMPFLEET_OCPP_CSR_CA_CERT_FILE and AMPFLEET_OCPP_CSR_CA_KEY_FILE go together"
-        )
+    if s.pki_kek and len(_base64_or_empty(s.pki_kek)) != 32:
+        raise SettingsError("AMPFLEET_PKI_KEK: must be base64 of 32 bytes (`ampfleet pki new-kek`)")
     metrics_host = s.metrics_host or s.api_host
+    pki_crl_file = s.pki_crl_file or str(s.data_dir / "pki" / "crl.pem")
+    pki_ca_file = s.pki_ca_file or str(s.data_dir / "pki" / "ca-chain.pem")
     mail_backend = s.mail_backend or ("smtp" if s.smtp_host else "console")
     if mail_backend == "smtp" and not s.smtp_host:
         raise SettingsError("AMPFLEET_MAIL_BACKEND smtp needs AMPFLEET_SMTP_HOST")
@@ -700,6 +770,8 @@ def _derive(s: Settings) -> Settings:
         metrics_host=metrics_host,
         mail_backend=mail_backend,
         smtp_port=smtp_port,
+        pki_crl_file=pki_crl_file,
+        pki_ca_file=pki_ca_file,
     )
 
 

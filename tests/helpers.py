@@ -18,6 +18,9 @@ ADMIN_EMAIL = "admin@ampfleet.test"
 ADMIN_PASSWORD = "admin-password-for-tests"
 PASSWORD = "a-long-enough-password"
 API = "/api/v1"
+# The PKI's key-encryption key of every test app: explicit, so that no test makes the embedded
+# default under ~/.config.
+PKI_KEK = "dGVzdC1vbmx5LWtlay1mb3ItYW1wZmxlZXQtdGVzdHM="
 
 
 def settings_for(data_dir: Path, database_url: str, **overrides: Any) -> dict[str, Any]:
@@ -28,6 +31,7 @@ def settings_for(data_dir: Path, database_url: str, **overrides: Any) -> dict[st
         "testing": True,
         "password_kdf": "insecure-fast-for-tests",
         "log_level": "WARNING",
+        "pki_kek": PKI_KEK,
         **overrides,
     }
 

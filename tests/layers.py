@@ -51,6 +51,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "cloud.devices",
             "cloud.identity",
             "cloud.audit",
+            "cloud.pki",
             "cloud.telemetry",
             "cloud.billing",
             "cloud.commands",

@@ -39,6 +39,7 @@ ROOTS = {
     "cloud.charging": "ChargingError",
     "cloud.access": "AccessError",
     "cloud.billing": "BillingError",
+    "cloud.pki": "PkiError",
     "cloud.ocpp": "OcppBridgeError",
     "cloud.devicelink": "LinkError",
     "cloud.mail": "MailError",

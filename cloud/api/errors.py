@@ -47,6 +47,17 @@ from cloud.identity import (
     RoleFloorError,
 )
 from cloud.organizations import OrganizationsError
+from cloud.pki import (
+    AlreadyRevokedError,
+    CertificateNotFoundError,
+    CertificateRefusedError,
+    CsrRejectedError,
+    DeviceNotEligibleError,
+    KeyEncryptionError,
+    NoCurrentCertificateError,
+    PkiError,
+    RevocationReasonError,
+)
 from cloud.telemetry import StoreUnavailableError, TelemetryError
 from parameters import ParameterSchemaError
 
@@ -173,6 +184,28 @@ def _store_unavailable(exc: StoreUnavailableError) -> Answer:
     return Answer(503, f"the telemetry store is unavailable: {exc}")
 
 
+def _csr_rejected(exc: CsrRejectedError) -> Answer:
+    return Answer(422, f"csr: {exc.reason}", {"json": {"csr": [exc.reason]}})
+
+
+def _revocation_reason(exc: RevocationReasonError) -> Answer:
+    return Answer(422, f"reason: {exc}", {"json": {"reason": [str(exc)]}})
+
+
+def _certificate_refused(exc: CertificateRefusedError) -> Answer:
+    return Answer(422, f"certificate: {exc.reason}", {"json": {"certificate": [exc.reason]}})
+
+
+def _pki_conflict(exc: PkiError) -> Answer:
+    return Answer(409, str(exc), {"certificate": [str(exc)]})
+
+
+def _key_encryption(exc: KeyEncryptionError) -> Answer:
+    # The server's configuration, not the request: logged for the operator, 503 for the caller.
+    log.error("the PKI cannot open its keys: %s", exc)
+    return Answer(503, "the PKI is unavailable: its key-encryption key is not usable")
+
+
 #: Domain exception class -> its HTTP answer; the most specific class of an error wins. A domain
 #: error whose class is not here is a bug: 500, logged.
 DOMAIN_ERRORS: Mapping[type[Exception], Callable[[Any], Answer]] = {
@@ -190,6 +223,15 @@ DOMAIN_ERRORS: Mapping[type[Exception], Callable[[Any], Answer]] = {
     SessionNotActiveError: _session_not_active,
     UnknownFamilyError: _unknown_family,
     StoreUnavailableError: _store_unavailable,
+    CsrRejectedError: _csr_rejected,
+    RevocationReasonError: _revocation_reason,
+    CertificateRefusedError: _certificate_refused,
+    CertificateNotFoundError: lambda exc: Answer(404, str(exc)),
+    NoCurrentCertificateError: _pki_conflict,
+    AlreadyRevokedError: _pki_conflict,
+    DeviceNotEligibleError: _pki_conflict,
+    KeyEncryptionError: _key_encryption,
+    PkiError: lambda exc: Answer(409, str(exc)),
 }
 
 #: The roots of the domain packages a request can meet; Flask hands each to :func:`answer`.
@@ -204,6 +246,7 @@ DOMAIN_ROOTS: tuple[type[Exception], ...] = (
     IdentityError,
     OrganizationsError,
     ParameterSchemaError,  # UnknownFamilyError: a device's family has no shipped schema
+    PkiError,
     TelemetryError,
 )
 

@@ -19,7 +19,7 @@ from cloud.settings import DECLARED, Settings, SettingsError, markdown_table
 # Settings `ampfleet settings` masks: every one holding a credential. Derived from the names so a
 # new `*_password` / `*_token` / `*_secret` setting is masked without a second list to keep.
 # (The `*_key_file` settings are paths to keys, not keys: shown.)
-SECRET_SUFFIXES = ("_password", "_token", "_secret", "_key")
+SECRET_SUFFIXES = ("_password", "_token", "_secret", "_key", "_kek")
 SECRET_SETTINGS = frozenset(s.name for s in DECLARED if s.name.endswith(SECRET_SUFFIXES))
 
 

@@ -42,6 +42,7 @@ from cloud.ocpp.meter import MeterMap, format_time
 from cloud.ocpp.records import Records
 from cloud.ocpp.registry import Admission
 from cloud.ocpp.uplink import Publish, Uplink
+from cloud.pki import PkiError
 from firmware.core import contract
 from parameters import Family
 
@@ -433,10 +434,23 @@ class BridgedCharger(OcppConnection):
         signer = self.context.signer
         assert signer is not None
         try:
-            chain = signer.sign(csr, self.device_id)
-        except ValueError as exc:
+            # The records: off the loop, as every database call of the bridge.
+            chain = await asyncio.to_thread(signer.sign, csr, self.device_id)
+        except PkiError as exc:
             self.publish(
                 [self.uplink.event("certificate.refused", {"reason": str(exc)}, "warning")]
+            )
+            return
+        except Exception:  # the records are away: the charger may send its CSR again
+            log.exception("%s: signing a CSR failed", self.device_id)
+            self.publish(
+                [
+                    self.uplink.event(
+                        "certificate.refused",
+                        {"reason": "the CSR could not be signed now"},
+                        "warning",
+                    )
+                ]
             )
             return
         command = contract.Command(

@@ -61,9 +61,7 @@ class OcppWorker:
         self.failed: BaseException | None = None
         self.server: OcppServer | None = None
         self.link = BridgeLink(endpoint, client_id, self._deliver, self._announce)
-        signer = None
-        if settings.ocpp_csr_ca_cert_file:
-            signer = CsrSigner(settings.ocpp_csr_ca_cert_file, settings.ocpp_csr_ca_key_file)
+        signer = CsrSigner(database, settings) if settings.ocpp_sign_csr else None
         self.recorder = Recorder(database, self.link.bridge_id)
         self.context = SessionContext(
             link=self.link,

@@ -16,7 +16,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from ocpp.v201 import call
 
+from cloud.db import get_database
 from cloud.ocpp.worker import OcppWorker
+from cloud.pki import authorities, service
 from tests.link import Link
 from tests.mqtt import Mqtt
 from tests.ocpp.chargers import basic, connected
@@ -120,23 +122,22 @@ def test_profile_3_binds_the_certificate_cn_to_the_charger_id(
     asyncio.run(scenario())
 
 
-def test_the_bridge_signs_a_chargers_csr_with_its_ca(
-    link: Link, make_bridge: Any, observer: Mqtt, ocpp_charger: Any, pki: dict[str, Any]
+def test_the_bridge_signs_a_chargers_csr_with_the_platform_pki(
+    link: Link, make_bridge: Any, observer: Mqtt, ocpp_charger: Any
 ) -> None:
-    authority: Authority = pki["chargers"]
-    bridge = make_bridge(
-        ocpp_csr_ca_cert_file=authority.cert_file, ocpp_csr_ca_key_file=authority.key_file
-    )
+    bridge = make_bridge()  # ocpp_sign_csr is on by default
     charger_id, password = ocpp_charger()
     published = Published(observer)
-    key = ec.generate_private_key(ec.SECP256R1())
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, charger_id)]))
-        .sign(key, hashes.SHA256())
-        .public_bytes(serialization.Encoding.PEM)
-        .decode()
-    )
+
+    def csr(common_name: str) -> str:
+        key = ec.generate_private_key(ec.SECP256R1())
+        return (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+            .sign(key, hashes.SHA256())
+            .public_bytes(serialization.Encoding.PEM)
+            .decode()
+        )
 
     async def scenario() -> None:
         async with connected(
@@ -145,12 +146,22 @@ def test_the_bridge_signs_a_chargers_csr_with_its_ca(
             "2.0.1",
             headers=basic(charger_id, password),
         ) as cp:
-            answer = await cp.call(call.SignCertificate(csr=csr), suppress=False)
+            # Another charger's CN: refused with the PKI's reason, nothing signed.
+            answer = await cp.call(call.SignCertificate(csr=csr("someone-else")), suppress=False)
+            assert answer.status == "Accepted"
+            refused = await published.event(charger_id, "certificate.refused")
+            assert "not the device id" in refused["data"]["reason"]
+            answer = await cp.call(call.SignCertificate(csr=csr(charger_id)), suppress=False)
             assert answer.status == "Accepted"
             chain = (await cp.asked.next_call("CertificateSigned"))["certificate_chain"]
             issued = x509.load_pem_x509_certificates(chain.encode())
             assert issued[0].subject.rfc4514_string() == f"CN={charger_id}"
-            assert issued[0].issuer == authority.certificate.subject
+            with get_database(link.app).transaction() as session:
+                devices_ca = authorities.existing(session)
+                assert devices_ca is not None
+                assert service.current_certificate(session, charger_id) is not None
+            issued[0].verify_directly_issued_by(devices_ca.devices.certificate)
+            assert issued[1] == devices_ca.devices.certificate
             installed = await published.event(charger_id, "certificate.installed")
             assert installed["data"] == {"status": "ok"}
 
