@@ -22,8 +22,7 @@ import dataclasses
 import datetime as dt
 import json
 import secrets
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -35,6 +34,8 @@ from cloud.access import AccessError
 from cloud.access.models import GuestCredential
 from cloud.devices.models import Device
 from cloud.identity.grants import AccessLevel, ChargerAccess
+from cloud.pki import keystore
+from cloud.settings import Settings
 from firmware.core import guestpass
 
 KEY_NAME = "guest-credentials"
@@ -122,9 +123,28 @@ def make_credential(
 
 # -- with the database ----------------------------------------------------------------------------
 
-# Where the platform's private key comes from: ``cloud.pki.keystore.signing_key(session,
-# settings, name)``; a parameter so that the pure part above does not need the PKI.
-KeySource = Callable[[Session, Any, str], ec.EllipticCurvePrivateKey]
+
+def platform_key(session: Session, settings: Settings) -> ec.EllipticCurvePrivateKey:
+    """The platform's guest-credential signing key (made and sealed by the PKI on first use)."""
+    return keystore.signing_key(session, settings, KEY_NAME)
+
+
+def public_keys(session: Session, settings: Settings) -> list[ec.EllipticCurvePublicKey]:
+    """The public keys a charger must hold to check the credentials the platform issues.
+
+    One today; the format and the charger take several (a key id per credential), so that a
+    new key can be put beside the old one before credentials are signed with it.
+    """
+    key = serialization.load_der_public_key(keystore.public_key_der(session, settings, KEY_NAME))
+    if not isinstance(key, ec.EllipticCurvePublicKey):  # pragma: no cover - the PKI makes P-256
+        raise TypeError("the guest-credential key is not an EC key")
+    return [key]
+
+
+def nvs_record(session: Session, settings: Settings) -> bytes:
+    """The NVS blob ``guest_keys`` the factory writes to every charger (enrollment calls this;
+    ``firmware.tools.nvs.DeviceNvs(guest_keys=...)`` takes it)."""
+    return nvs_record_of(public_keys(session, settings))
 
 
 def window_for(

@@ -1,7 +1,7 @@
 """guest credentials: the platform-signed passes guests charge with offline
 
 Revision ID: 0018
-Revises: 0013
+Revises: 0014
 Create Date: 2026-12-07 07:00:00.000000
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import cloud.db
 
 revision = "0018"
-down_revision = "0013"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
