@@ -80,6 +80,7 @@ class Master:
         "duty",
         "family",
         "fw",
+        "guest_reader",
         "link",
         "load_limit_a",
         "meter",
@@ -141,6 +142,7 @@ class Master:
         self.auth = authlist.LocalList()
         self.auth.restore(board.storage.get(NVS_AUTH))
         self.reader = getattr(board, "rfid", None)
+        self.guest_reader = getattr(board, "guest", None)
         self.night_only = night_only
         self.utc_offset_s = utc_offset_s
         self.duty = None  # type: float | None  # last duty sent to the CP generator
@@ -218,6 +220,10 @@ class Master:
             if uid:
                 # The local list decides, offline too; the cloud confirms later (contract 4.9).
                 charger.present_card(uid, self.auth.refusal(uid, now), now)
+        if self.guest_reader is not None:
+            credential = self.guest_reader.read()
+            if credential:
+                self.present_guest_credential(credential, now)
         charger.update(
             now,
             cp_high,

@@ -668,6 +668,29 @@ def test_master_guest():
     check("guest reported", [e[1]["id_tag"] for e in started], ["gst-0123456789ab"])
 
 
+def test_master_guest_reader():
+    # The board's credential reader (a QR camera, NFC, BLE) hands the pass over: same result.
+    vectors = load_vectors()
+    board = Board()
+    board.mqtt.up = False
+    board.guest = Reader()
+    settings = params.Settings(FAMILY)
+    settings.apply({"rfid_required": True})
+    board.storage.put("config", settings.dump())
+    board.storage.put("guest_keys", vectors["nvs"].encode())
+    master = Master(board, FAMILY, "CHG-1", "1.0.0", T0)
+    board.guest.cards.append(vectors["master"])
+    now = T0
+    for _ in range(20):
+        now += 500
+        master.step(now)
+    check(
+        "guest reader",
+        [master.charger.session_tag, board.relay.contactor],
+        ["gst-0123456789ab", True],
+    )
+
+
 for name, function in (
     ("i2c", test_i2c),
     ("params", test_params),
@@ -681,6 +704,7 @@ for name, function in (
     ("p256", test_p256),
     ("guestpass", test_guestpass),
     ("master guest", test_master_guest),
+    ("master guest reader", test_master_guest_reader),
 ):
     run(name, function)
 

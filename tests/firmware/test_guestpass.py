@@ -9,17 +9,21 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from cloud.access.guestpass import make_credential, nvs_record_of, point_of
+from cloud.cli import main
 from firmware.core import guestpass, p256
 from firmware.host import MemoryBroker, SimCharger
 from firmware.host.clock import START_MS
 from firmware.tools import ToolError, nvs
+from tests.tools import nvs_reader
 
 from .conftest import DEVICE
 from .test_host import events
@@ -259,3 +263,22 @@ def test_without_keys_in_nvs_no_credential_is_honoured(
     charger.ev.plug_in(target_wh=5_000)
     charger.run_for(2_000)
     assert charger.start_with_guest_credential(credential()) == "unknown_key"
+
+
+def test_the_nvs_command_writes_the_keys_the_charger_reads_back(tmp_path: Path) -> None:
+    record = nvs_record_of([KEY.public_key()])
+    (tmp_path / "keys.json").write_bytes(record + b"\n")  # as `jq -r .nvs_record` leaves it
+    (tmp_path / "password").write_text("a-password\n")
+    out = tmp_path / "dev.bin"
+    args = ["firmware", "nvs", "--device-id", DEVICE, "--password-file", str(tmp_path / "password")]
+    args += ["--broker-url", "mqtts://mqtt.example.com", "--out", str(out)]
+    done = CliRunner().invoke(main, [*args, "--guest-keys", str(tmp_path / "keys.json")])
+    assert done.exit_code == 0, done.output
+    items = nvs_reader.read(out.read_bytes())
+    stored = items[(nvs.NAMESPACE, nvs.GUEST_KEYS)].value
+    assert guestpass.Verifier(DEVICE, guestpass.keys_from_nvs(stored)).check(
+        credential(), START_MS
+    ) == (GUEST, None)
+    (tmp_path / "bad.json").write_text('{"x": "AAAA"}')
+    refused = CliRunner().invoke(main, [*args, "--guest-keys", str(tmp_path / "bad.json")])
+    assert refused.exit_code == 2 and "--guest-keys" in refused.output
