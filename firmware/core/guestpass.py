@@ -178,7 +178,8 @@ class Verifier:
         the signature holds (None before: an unsigned claim names nobody)."""
         try:
             payload, signed, signature = parse(credential)
-        except ValueError:
+        except (ValueError, TypeError, KeyError, IndexError, RuntimeError):
+            # (RuntimeError: MicroPython's json on pathological nesting.)
             return None, MALFORMED
         key = self.keys.get(payload["k"])
         if key is None:
