@@ -130,6 +130,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
 
 def _blueprints() -> list[Any]:
     from cloud.api.access.cards import cards
+    from cloud.api.access.guestpass import guest_credentials, platform_keys
     from cloud.api.access.routes import charger_access, invitations_blp
     from cloud.api.audit.routes import audit
     from cloud.api.billing.tariffs import tariffs
@@ -174,6 +175,8 @@ def _blueprints() -> list[Any]:
         charger_access,
         invitations_blp,
         cards,
+        guest_credentials,
+        platform_keys,
         session_history,
         session_export,
         billing_reports,

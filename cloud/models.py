@@ -1,6 +1,12 @@
 """Every record model, imported in one place so the metadata (and Alembic) sees them all."""
 
-from cloud.access.models import AuthorizationList, AuthorizationListRequest, Invitation, RfidCard
+from cloud.access.models import (
+    AuthorizationList,
+    AuthorizationListRequest,
+    GuestCredential,
+    Invitation,
+    RfidCard,
+)
 from cloud.audit.models import AuditEntry
 from cloud.billing.models import Tariff
 from cloud.charging.models import ChargingSession
@@ -41,6 +47,7 @@ __all__ = [
     "DeviceCredential",
     "DeviceGroup",
     "DeviceStatus",
+    "GuestCredential",
     "Invitation",
     "OcppCharger",
     "Organization",

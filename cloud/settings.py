@@ -543,6 +543,16 @@ DECLARED: tuple[Setting, ...] = (
         minimum=60,
     ),
     Setting(
+        "guest_credential_max_days",
+        7,
+        "Longest window, in days from its issue, of a guest credential (the signed pass a guest "
+        "charges with while the charger is offline, docs/guest-credentials.md); it never "
+        "outlasts the guest's own window. A credential cannot be withdrawn from a charger that "
+        "stays offline, so keep it short.",
+        int,
+        minimum=1,
+    ),
+    Setting(
         "charging_start_timeout",
         300,
         "Seconds a charger has to start a session asked for from the app: the `charging.start` "
@@ -687,6 +697,7 @@ class Settings:
     smtp_tls_ca_file: str
     invitation_ttl: int
     pairing_lockout: int
+    guest_credential_max_days: int
     charging_start_timeout: int
     charging_refresh_interval: int
     charging_live_max_seconds: int

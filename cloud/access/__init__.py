@@ -8,6 +8,10 @@ Exceptions::
          +-- InvitationClosedError revoked or expired, or already accepted (its ``reason``)
          +-- AccountError          the invitee's account cannot take it: disabled, or a
                                    ``field`` (the password) given wrongly
+     +-- GuestCredentialError      no guest credential can be issued (``guestpass``): its
+         |                         ``reason`` in a word
+         +-- NotAGuestError        the caller is not a guest of the charger
+         +-- OutsideWindowError    the guest's window is closed, or too far ahead
 
 The HTTP answers (410, 409, 422...) are chosen in ``cloud.api.errors``.
 """

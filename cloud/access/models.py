@@ -87,3 +87,19 @@ class AuthorizationListRequest(Base):
     # made while it computed the list is kept for the next pass.
     generation: Mapped[int] = mapped_column(default=1)
     requested_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+
+
+class GuestCredential(Base):
+    """A guest credential the platform signed (``cloud.access.guestpass``): its id is the guest
+    id inside it, the id tag the charger reports the session under, so the session finds its
+    user even when it was started offline."""
+
+    __tablename__ = "guest_credentials"
+
+    id: Mapped[str] = mapped_column(String(20), primary_key=True)  # gst-xxxxxxxxxxxx
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    key_id: Mapped[str] = mapped_column(String(16))  # which platform key signed it
+    not_before: Mapped[dt.datetime]
+    not_after: Mapped[dt.datetime]
+    issued_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

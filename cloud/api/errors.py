@@ -24,6 +24,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.http import HTTP_STATUS_CODES
 
 from cloud.access import AccessError
+from cloud.access.guestpass import GuestCredentialError, NotAGuestError
 from cloud.access.invitations import (
     AccountError,
     InvitationClosedError,
@@ -168,6 +169,12 @@ def _account(exc: AccountError) -> Answer:
     return _invitation(exc, 422 if exc.field else 409)
 
 
+def _guest_credential(exc: GuestCredentialError) -> Answer:
+    # Not a guest: a matter of who asks (403); a window closed or far ahead: of when (409).
+    status = 403 if isinstance(exc, NotAGuestError) else 409
+    return Answer(status, str(exc), {"guest": [exc.reason]})
+
+
 def _command_refused(exc: CommandRefusedError) -> Answer:
     # ``args.<id>`` is named inside ``args``, as the configuration names ``values.<id>``.
     head, _, key = exc.field.partition(".")
@@ -254,6 +261,7 @@ DOMAIN_ERRORS: Mapping[type[Exception], Callable[[Any], Answer]] = {
     LockedOutError: _locked_out,
     InvitationClosedError: _invitation_closed,
     AccountError: _account,
+    GuestCredentialError: _guest_credential,
     CommandRefusedError: _command_refused,
     CommandNotPermittedError: _command_not_permitted,
     SessionNotActiveError: _session_not_active,

@@ -5,10 +5,12 @@
 * ``charging.started`` creates the session, or fills the REQUESTED one the app asked for (its
   ``id_tag`` is the request's ``app-...`` tag). A card (``id_tag`` a card of the device's
   organization) makes it an RFID session attributed to the card and its user; no ``id_tag``
-  makes it FREE. A card the cloud does not accept (unknown, disabled, or its user may not
-  charge here now: ``authorization.may_charge``) is recorded all the same, and the caller gets
-  a :class:`StopSession` effect: the charger accepted it from its local list, the cloud ends it
-  (contract 4.9), and the record says ``card_refused`` once it stopped.
+  makes it FREE; a guest credential's id tag (``gst-...``, ``cloud.access.guestpass``) makes
+  it a GUEST session of the credential's user. A card (or credential) the cloud does not
+  accept (unknown, disabled, or its user may not charge here now:
+  ``authorization.may_charge``) is recorded all the same, and the caller gets a
+  :class:`StopSession` effect: the charger accepted it offline, the cloud ends it (contract
+  4.9), and the record says ``card_refused`` once it stopped.
 * ``charging.stopped`` completes the session exactly once: energy, duration, reasons
   (``cloud.charging.reasons``), the tariff in force (device, else site, else organization) and
   the cost (``cloud.charging.tariffs``). A stop that arrives before its start (an offline
@@ -52,6 +54,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from cloud.access import guestpass
 from cloud.access.authlists import may_charge
 from cloud.access.models import RfidCard
 from cloud.billing import tariffs
@@ -181,6 +184,8 @@ def _attribute(
         return _Attribution(
             requested.source, requested.user_id, requested.card_id, requested=requested
         )
+    if guestpass.is_guest_tag(id_tag):
+        return _attribute_guest(session, device, id_tag, at)
     card = find_card(session, device.organization_id, id_tag)
     if card is None:
         return _Attribution(SessionSource.RFID, refused="unknown card")
@@ -189,6 +194,21 @@ def _attribute(
         who.refused = "disabled card"
     elif not may_charge(session, card.user_id, device, at):
         who.refused = "the card's user may not charge on this charger now"
+    return who
+
+
+def _attribute_guest(
+    session: Session, device: Device, id_tag: str, at: dt.datetime
+) -> _Attribution:
+    """A session a guest credential started (offline, most likely): the credential names the
+    guest; the cloud confirms the right as for a card (the access may have been withdrawn
+    since the credential was issued: the charger could not know)."""
+    credential = guestpass.find(session, device.id, id_tag)
+    if credential is None:
+        return _Attribution(SessionSource.GUEST, refused="unknown guest credential")
+    who = _Attribution(SessionSource.GUEST, credential.user_id)
+    if not may_charge(session, credential.user_id, device, at):
+        who.refused = "the guest may not charge on this charger now"
     return who
 
 
@@ -489,6 +509,10 @@ def _refused(
     if _by_charger_id(session, device.id, key) is not None:
         return
     card = find_card(session, device.organization_id, refused.id_tag)
+    source, user_id = SessionSource.RFID, card.user_id if card is not None else None
+    if guestpass.is_guest_tag(refused.id_tag):  # a guest credential the charger refused
+        credential = guestpass.find(session, device.id, refused.id_tag)
+        source, user_id = SessionSource.GUEST, credential.user_id if credential else None
     session.add(
         ChargingSession(
             id=new_session_id(),
@@ -497,9 +521,9 @@ def _refused(
             site_id=device.site_id,
             charger_session_id=key,
             connector=refused.connector or 1,
-            source=SessionSource.RFID,
+            source=source,
             state=SessionState.REFUSED,
-            user_id=card.user_id if card is not None else None,
+            user_id=user_id,
             card_id=card.id if card is not None else None,
             id_tag=refused.id_tag,
             started_at=at,

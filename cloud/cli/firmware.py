@@ -189,6 +189,13 @@ def build_command(
     help="Its WPA2 passphrase [default: none, an open network].",
 )
 @click.option(
+    "--guest-keys",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="File holding the platform's guest-credential keys (the `nvs_record` of GET "
+    "/api/v1/guest-credentials/keys) [default: none stored: no guest credential works].",
+)
+@click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     required=True,
@@ -211,13 +218,14 @@ def nvs_command(
     ca_file: Path | None,
     wifi_ssid: str | None,
     wifi_password: str | None,
+    guest_keys: Path | None,
     out: Path,
     size: int,
 ) -> None:
     """Write a device's NVS partition (namespace "ampfleet") and its nvs_partition_gen CSV.
 
     Keys, all blobs: device_id, mqtt_pass, broker_url, and when given ca_cert, wifi_ssid,
-    wifi_pass. Secrets are never printed, but both files hold them in clear (mode 0600):
+    wifi_pass, guest_keys. Secrets are never printed, but both files hold them in clear (mode 0600):
     delete them once the device is flashed.
     """
     if password_file is not None and password_stdin:
@@ -245,7 +253,16 @@ def nvs_command(
             nvs.check_ca_cert(ca_cert)
         except ToolError as exc:
             raise click.BadParameter(f"{ca_file}: {exc}", param_hint="'--ca-file'") from exc
-    content = nvs.DeviceNvs(device_id, password, broker_url, ca_cert, wifi_ssid, wifi_password)
+    keys = None
+    if guest_keys is not None:
+        keys = guest_keys.read_bytes().strip()
+        try:
+            nvs.check_guest_keys(keys)
+        except ToolError as exc:
+            raise click.BadParameter(f"{guest_keys}: {exc}", param_hint="'--guest-keys'") from exc
+    content = nvs.DeviceNvs(
+        device_id, password, broker_url, ca_cert, wifi_ssid, wifi_password, guest_keys=keys
+    )
     text = nvs.csv_text(content)
     try:
         binary = nvs.partition(text, size)
@@ -254,10 +271,10 @@ def nvs_command(
     csv_path = out.with_suffix(".csv")
     _write_private(out, binary)
     _write_private(csv_path, text.encode())
-    keys = ", ".join(
+    names = ", ".join(
         f"{key} (secret)" if key in nvs.SECRET_KEYS else key for key, _ in content.entries()
     )
-    click.echo(f"{out}: {size:#x} bytes, namespace {nvs.NAMESPACE}: {keys}")
+    click.echo(f"{out}: {size:#x} bytes, namespace {nvs.NAMESPACE}: {names}")
     click.echo(f"{csv_path}: the same as nvs_partition_gen CSV")
     click.echo("both files hold the device's secrets in clear: delete them once flashed", err=True)
 

@@ -142,12 +142,22 @@ class CardReader:
         raise NotImplementedError
 
 
+class CredentialReader:
+    """Where a guest's phone hands over a guest credential (a QR camera, NFC, a BLE write:
+    docs/guest-credentials.md). Polled by the master every control cycle."""
+
+    def read(self) -> "str | None":
+        """The credential text handed over since the last call, None when there was none."""
+        raise NotImplementedError
+
+
 class Board:
     """Everything a master application gets from its hardware.
 
     Attributes: ``i2c`` (I2CBus), ``cp`` (ControlPilot), ``clock`` (Clock), ``storage``
     (Storage), ``mqtt`` (MqttTransport), ``downloader`` (Downloader), ``rand`` (a callable
-    returning a float in [0, 1)), ``rfid`` (CardReader, None for a board without a reader).
+    returning a float in [0, 1)), ``rfid`` (CardReader, None for a board without a reader),
+    ``guest`` (CredentialReader, None for a board without one).
     """
 
     i2c = None  # type: Any
@@ -158,6 +168,7 @@ class Board:
     downloader = None  # type: Any
     rand = None  # type: Any
     rfid = None  # type: Any
+    guest = None  # type: Any
 
     def rssi(self) -> "int | None":
         """Wi-Fi signal strength in dBm, None when unknown."""

@@ -12,6 +12,7 @@ time, so one process can step thousands of them.
     charger.ev.plug_in(target_wh=5000)
     charger.run_for(600_000)
     charger.present_card("04A1B2C3")        # the card reader (checked against the local list)
+    charger.start_with_guest_credential(c)  # a guest's signed pass (keys: NVS guest_keys)
     charger.power_cycle()                   # power cut: no goodbye, RAM lost, flash kept
 
 A fleet shares one clock and steps every charger after each ``clock.advance``; a real broker
@@ -233,6 +234,12 @@ class SimCharger:
     def present_card(self, uid: str) -> None:
         """Hold the card ``uid`` to the reader; the master reads it at its next control cycle."""
         self.reader.present(uid)
+
+    def start_with_guest_credential(self, credential: str) -> str | None:
+        """Show a guest credential to the charger (the app's local channel): checked offline
+        with the platform keys in this charger's NVS (``guest_keys``); None when accepted (the
+        session starts at the next control cycle with an EV plugged in), else the reason."""
+        return self.master.present_guest_credential(credential, self.clock.now_ms())
 
     def power_cycle(self) -> None:
         """Cut the power and restore it: no goodbye (a MemoryTransport's broker publishes the

@@ -18,12 +18,17 @@ The MQTT transport calls ``on_connected``, ``on_connect_failed``, ``on_disconnec
 time of the last step.
 
 NVS records: ``config`` (settings), ``ota`` (update state), ``session`` (the session counter and
-the open session: charging.Charger.record) and ``auth`` (the local authorization list).
+the open session: charging.Charger.record) and ``auth`` (the local authorization list); the
+factory's ``guest_keys`` (the platform's public keys for guest credentials) is only read.
+
+Guest credentials (``present_guest_credential``, docs/guest-credentials.md): a pass signed by
+the platform, checked here with the keys from NVS and no cloud link, that authorises a session
+like a card of the local list, under the guest id.
 """
 
 import json
 
-from firmware.core import authlist, charging, i2cproto, link, ota, params, registers
+from firmware.core import authlist, charging, guestpass, i2cproto, link, ota, params, registers
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -50,6 +55,9 @@ NVS_CONFIG = "config"
 NVS_OTA = "ota"
 NVS_SESSION = "session"
 NVS_AUTH = "auth"
+NVS_GUEST_KEYS = guestpass.NVS_KEY
+# The id tag of a refused credential whose signature did not hold: it names nobody.
+UNVERIFIED_GUEST = "gst-unverified"
 
 # What a session is billed from: before the clock is set (contract 8: no events without a
 # ts) these wait, a few, and go out stamped with the first time the clock knows.
@@ -72,6 +80,7 @@ class Master:
         "duty",
         "family",
         "fw",
+        "guest_reader",
         "link",
         "load_limit_a",
         "meter",
@@ -133,6 +142,7 @@ class Master:
         self.auth = authlist.LocalList()
         self.auth.restore(board.storage.get(NVS_AUTH))
         self.reader = getattr(board, "rfid", None)
+        self.guest_reader = getattr(board, "guest", None)
         self.night_only = night_only
         self.utc_offset_s = utc_offset_s
         self.duty = None  # type: float | None  # last duty sent to the CP generator
@@ -210,6 +220,10 @@ class Master:
             if uid:
                 # The local list decides, offline too; the cloud confirms later (contract 4.9).
                 charger.present_card(uid, self.auth.refusal(uid, now), now)
+        if self.guest_reader is not None:
+            credential = self.guest_reader.read()
+            if credential:
+                self.present_guest_credential(credential, now)
         charger.update(
             now,
             cp_high,
@@ -466,6 +480,23 @@ class Master:
         self.board.storage.put(NVS_AUTH, self.auth.dump())
         data = {"version": auth_list.version, "tokens": len(self.auth)}
         self.link.send_event(now_ms, "auth.list_applied", "info", data)
+
+    def present_guest_credential(self, credential: "Any", now_ms: "int | None" = None) -> "Any":
+        """A guest credential shown at the charger: checked offline (signature with the keys
+        in NVS, this charger, the window against the clock); accepted, it acts as a card of
+        the local list under the guest id (its own guest again stops the session). None when
+        accepted, else the reason (``guestpass.REASONS``, or ``busy``), also reported as
+        ``authorization.refused``."""
+        now = self.now if now_ms is None else now_ms
+        # Read at each use, not at boot: a credential is rare, and NVS is then always current.
+        keys = guestpass.keys_from_nvs(self.board.storage.get(NVS_GUEST_KEYS))
+        verifier = guestpass.Verifier(self.link.device_id, keys)
+        guest, reason = verifier.check(credential, now if self.link.clock_set else None)
+        charger = self.charger
+        tag = guest or UNVERIFIED_GUEST
+        busy = charger.in_session and tag != charger.session_tag
+        charger.present_card(tag, reason, now)
+        return "busy" if busy else reason
 
     def on_ota(self, offer: "Any", now_ms: int) -> None:
         """An OTA offer (None: cleared)."""

