@@ -48,6 +48,8 @@ ROLES = frozenset(
         "owner",
         "guest",
         "monitoring",
+        # The test station on the production line (reads and writes what calibration needs).
+        "factory-station",
     }
 )
 
