@@ -145,6 +145,13 @@ def _blueprints() -> list[Any]:
     from cloud.api.identity.clients import clients
     from cloud.api.identity.roles import permissions, roles
     from cloud.api.identity.users import users
+    from cloud.api.manufacturing.routes import (
+        batches_blp,
+        device_approval,
+        enrollment_blp,
+        mac_pools,
+        quarantine_blp,
+    )
     from cloud.api.ocpp.routes import ocpp_chargers
     from cloud.api.organizations.routes import organizations, sites
     from cloud.api.pairing.routes import labels_blp, pairings, releases
@@ -183,6 +190,11 @@ def _blueprints() -> list[Any]:
         labels_blp,
         releases,
         pairings,
+        batches_blp,
+        mac_pools,
+        enrollment_blp,
+        quarantine_blp,
+        device_approval,
         certificates,
         device_certificates,
         pki,

@@ -25,6 +25,7 @@ from cloud.identity.models import (
     User,
     role_permissions,
 )
+from cloud.manufacturing.models import BatchSerial, MacPool, ProductionBatch
 from cloud.ocpp.models import OcppCharger
 from cloud.organizations.models import Organization, Site
 from cloud.pairing.models import ChargerCodes, PairingFailure
@@ -36,6 +37,7 @@ __all__ = [
     "AuthorizationList",
     "AuthorizationListRequest",
     "Base",
+    "BatchSerial",
     "ChargerAccess",
     "ChargerCodes",
     "ChargingSession",
@@ -49,6 +51,7 @@ __all__ = [
     "DeviceStatus",
     "GuestCredential",
     "Invitation",
+    "MacPool",
     "OcppCharger",
     "Organization",
     "PairingFailure",
@@ -56,6 +59,7 @@ __all__ = [
     "PkiAuthority",
     "PkiCrl",
     "PkiKey",
+    "ProductionBatch",
     "RefreshToken",
     "RfidCard",
     "Role",

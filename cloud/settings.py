@@ -578,6 +578,23 @@ DECLARED: tuple[Setting, ...] = (
         minimum=10,
     ),
     Setting(
+        "device_approval",
+        "",
+        "What makes a device approved to be in service (an unapproved device that connects is "
+        "quarantined, docs/manufacturing.md): `registration` (an admin's `POST /devices` "
+        "approves it) or `whitelist` (only enrollment from an approved production batch, or "
+        "`POST /devices/{id}/approve`). Empty: `registration` with the embedded broker "
+        "(`ampfleet up`), `whitelist` with an external one (production).",
+        choices=("registration", "whitelist"),
+    ),
+    Setting(
+        "factory_firmware",
+        "",
+        "The stable firmware version enrollment records as the one to flash, per hardware "
+        "family: `ac22-3p=1.5.0,wallbox-7kw=1.4.2` (`*=1.5.0` for every family). Empty, or a "
+        "family not named: the bundle version of this source tree (`firmware.__version__`).",
+    ),
+    Setting(
         "simulated_chargers",
         3,
         "Simulated chargers `ampfleet up` runs (real firmware core, simulated hardware and "
@@ -701,6 +718,8 @@ class Settings:
     charging_start_timeout: int
     charging_refresh_interval: int
     charging_live_max_seconds: int
+    device_approval: str
+    factory_firmware: str
     simulated_chargers: int
     log_level: str
     testing: bool
@@ -769,6 +788,10 @@ def _derive(s: Settings) -> Settings:
             "AMPFLEET_PKI_KEK: must be at least 32 characters (`ampfleet pki new-kek` makes one)"
         )
     metrics_host = s.metrics_host or s.api_host
+    # Security by default: production (an external broker) admits only whitelisted devices.
+    device_approval = s.device_approval or (
+        "registration" if s.broker == "embedded" else "whitelist"
+    )
     pki_crl_file = s.pki_crl_file or str(s.data_dir / "pki" / "crl.pem")
     pki_ca_file = s.pki_ca_file or str(s.data_dir / "pki" / "ca-chain.pem")
     mail_backend = s.mail_backend or ("smtp" if s.smtp_host else "console")
@@ -783,6 +806,7 @@ def _derive(s: Settings) -> Settings:
         jwt_private_key_file=jwt_private_key_file,
         public_url=public_url,
         metrics_host=metrics_host,
+        device_approval=device_approval,
         mail_backend=mail_backend,
         smtp_port=smtp_port,
         pki_crl_file=pki_crl_file,

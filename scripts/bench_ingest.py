@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import paho.mqtt.client as mqtt
 
 from broker.admin import DeviceAccount
-from cloud.db import Database, migrate
+from cloud.db import Database, migrate, utcnow
 from cloud.devicelink.endpoint import Endpoint
 from cloud.devicelink.threaded import end_session
 from cloud.devices.models import Device, LifecycleState, Protocol
@@ -159,6 +159,8 @@ def make_registry(path: Path, device_ids: list[str]) -> str:
                     protocol=Protocol.NATIVE,
                     state=LifecycleState.ACTIVE,
                     organization_id=organization.id,
+                    approved_at=utcnow(),
+                    approved_by="system:bench",
                 )
             )
     database.engine.dispose()

@@ -55,7 +55,7 @@ import websockets
 from sqlalchemy import insert
 
 from broker.mosquitto.provisioner import MosquittoProvisioner
-from cloud.db import Database, migrate
+from cloud.db import Database, migrate, utcnow
 from cloud.devices.credentials import DeviceCredential
 from cloud.devices.models import Device, LifecycleState, Protocol
 from cloud.identity.passwords import SecretHasher
@@ -112,6 +112,8 @@ def register(database_url: str, count: int) -> list[str]:
                     "protocol": Protocol.OCPP,
                     "state": LifecycleState.ACTIVE,
                     "organization_id": org.id,
+                    "approved_at": utcnow(),
+                    "approved_by": "system:bench",
                 }
                 for i in ids
             ],

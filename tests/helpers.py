@@ -31,6 +31,9 @@ def settings_for(data_dir: Path, database_url: str, **overrides: Any) -> dict[st
         "testing": True,
         "password_kdf": "insecure-fast-for-tests",
         "log_level": "WARNING",
+        # A device registered through POST /devices is approved by it, on either broker: the
+        # factory whitelist (cloud.manufacturing) is tested on its own, with "whitelist".
+        "device_approval": "registration",
         "pki_kek": PKI_KEK,
         **overrides,
     }

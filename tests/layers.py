@@ -61,6 +61,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "cloud.charging",
             "cloud.ingest",
             "cloud.ocpp",
+            "cloud.manufacturing",
             "cloud.models",
             "cloud.migrations",
         ),

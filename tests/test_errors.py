@@ -42,6 +42,7 @@ ROOTS = {
     "cloud.billing": "BillingError",
     "cloud.pki": "PkiError",
     "cloud.ocpp": "OcppBridgeError",
+    "cloud.manufacturing": "ManufacturingError",
     "cloud.devicelink": "LinkError",
     "cloud.mail": "MailError",
     "broker": "BrokerAdminError",

@@ -47,6 +47,15 @@ from cloud.identity import (
     LoginThrottledError,
     RoleFloorError,
 )
+from cloud.manufacturing import (
+    EnrollmentError,
+    MacPoolError,
+    MacPoolExhaustedError,
+    MacTakenError,
+    ManufacturingError,
+    SerialTakenError,
+    StateError,
+)
 from cloud.organizations import OrganizationsError
 from cloud.pairing import (
     CodeFormatError,
@@ -221,6 +230,30 @@ def _store_unavailable(exc: StoreUnavailableError) -> Answer:
     return Answer(503, f"the telemetry store is unavailable: {exc}")
 
 
+def _manufacturing(exc: ManufacturingError, status: int = 422) -> Answer:
+    # The field at fault as webargs names it, and the reason code a station can act on.
+    field = exc.field or "request"
+    errors = {"json": {field: [exc.message]}, "reason": [exc.reason]}
+    return Answer(status, f"{field}: {exc.message}", errors)
+
+
+def _manufacturing_conflict(exc: ManufacturingError) -> Answer:
+    return _manufacturing(exc, 409)
+
+
+def _mac_pool(exc: MacPoolError) -> Answer:
+    return _manufacturing(exc, 409 if exc.reason == "mac_pool_overlap" else 422)
+
+
+# An enrollment refused because of the serial's state (not approved yet, enrolled already, its
+# device id taken) conflicts with what exists; any other refusal is bad input.
+_ENROLLMENT_CONFLICTS = frozenset({"not_approved", "already_enrolled", "device_exists"})
+
+
+def _enrollment(exc: EnrollmentError) -> Answer:
+    return _manufacturing(exc, 409 if exc.reason in _ENROLLMENT_CONFLICTS else 422)
+
+
 def _csr_rejected(exc: CsrRejectedError) -> Answer:
     return Answer(422, f"csr: {exc.reason}", {"json": {"csr": [exc.reason]}})
 
@@ -267,6 +300,13 @@ DOMAIN_ERRORS: Mapping[type[Exception], Callable[[Any], Answer]] = {
     SessionNotActiveError: _session_not_active,
     UnknownFamilyError: _unknown_family,
     StoreUnavailableError: _store_unavailable,
+    ManufacturingError: _manufacturing,
+    StateError: _manufacturing_conflict,
+    SerialTakenError: _manufacturing_conflict,
+    MacPoolError: _mac_pool,
+    MacPoolExhaustedError: _manufacturing_conflict,
+    MacTakenError: _manufacturing_conflict,
+    EnrollmentError: _enrollment,
     CsrRejectedError: _csr_rejected,
     RevocationReasonError: _revocation_reason,
     CertificateRefusedError: _certificate_refused,
@@ -288,6 +328,7 @@ DOMAIN_ROOTS: tuple[type[Exception], ...] = (
     ConfigurationError,
     DevicesError,
     IdentityError,
+    ManufacturingError,
     OrganizationsError,
     PairingError,
     ParameterSchemaError,  # UnknownFamilyError: a device's family has no shipped schema

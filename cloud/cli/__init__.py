@@ -8,6 +8,7 @@ from cloud import __version__
 from cloud.cli.broker import broker
 from cloud.cli.db import db
 from cloud.cli.device import device
+from cloud.cli.factory import factory
 from cloud.cli.firmware import firmware
 from cloud.cli.labels import labels
 from cloud.cli.parameters import parameters
@@ -57,6 +58,7 @@ main.add_command(worker)
 main.add_command(broker)
 main.add_command(parameters)
 main.add_command(firmware)
+main.add_command(factory)
 main.add_command(simulate)
 main.add_command(device)
 main.add_command(labels)

@@ -63,7 +63,7 @@ def simulate(
 def enroll(settings: Settings, count: int, prefix: str, family: str) -> list[tuple[str, str]]:
     """``count`` devices registered with usable credentials: (device id, password)."""
     from broker.admin import broker_admin
-    from cloud.db import Database
+    from cloud.db import Database, utcnow
     from cloud.devices.credentials import DeviceCredential, new_password
     from cloud.devices.models import Device, LifecycleState, Protocol
     from cloud.identity.passwords import SecretHasher
@@ -99,6 +99,9 @@ def enroll(settings: Settings, count: int, prefix: str, family: str) -> list[tup
                         protocol=Protocol.NATIVE,
                         state=LifecycleState.ACTIVE,
                         organization_id=organization.id,
+                        # Registered by the operator who runs the simulation: approved by it.
+                        approved_at=utcnow(),
+                        approved_by="system:simulate",
                     )
                 )
         session.flush()  # the devices before their credentials (foreign key)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from typing import Any
 
-from sqlalchemy import Column, Enum, ForeignKey, String, Table, UniqueConstraint
+from sqlalchemy import JSON, Column, Enum, ForeignKey, String, Table, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from cloud.db import Base, utcnow
@@ -98,6 +99,18 @@ class Device(Base):
     # its status, nothing else, until an admin approves it. Why, in words an operator reads.
     quarantine_reason: Mapped[str | None] = mapped_column(String(200))
     quarantined_at: Mapped[dt.datetime | None]
+    # Approved to be in service: enrolled from an approved production batch, registered by an
+    # admin where that counts as approval (setting ``device_approval``), or approved by hand
+    # out of quarantine. A device that connects unapproved is quarantined (status worker).
+    # ``approved_by`` as the audit log names the approver (``user:5``, ``batch:3``).
+    approved_at: Mapped[dt.datetime | None]
+    approved_by: Mapped[str | None] = mapped_column(String(64))
+    # The hardware bound into the device's identity at enrollment (lowercase hex, as the board
+    # reports them, contract 4.2 ``hw``): the master's chip id and the slaves' unique ids. The
+    # board reports them at every boot; a difference quarantines it (a swapped board). Null:
+    # not enrolled, nothing to compare.
+    chip_id: Mapped[str | None] = mapped_column(String(32))
+    slave_ids: Mapped[list[str] | None] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -142,3 +155,6 @@ class DeviceStatus(Base):
     # The parameter schema the firmware says it implements (contract 4.2 ``schema``, e.g.
     # ``ac22-3p.3``); null until the device announces one.
     reported_schema: Mapped[str | None] = mapped_column(String(64))
+    # The hardware IDs the device last announced (contract 4.2 ``hw``: ``{"chip": ...,
+    # "slaves": {node: id}}``); an approval out of a hardware quarantine adopts them.
+    reported_hardware: Mapped[dict[str, Any] | None] = mapped_column(JSON)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from prometheus_client import Gauge
 
@@ -21,6 +22,8 @@ class StatusUpdate:
     ts_ms: int | None
     firmware_version: str | None
     schema: str | None = None  # the parameter schema the firmware runs: ``ac22-3p.3``
+    # The hardware IDs found at boot (contract 4.2 ``hw``): {"chip": id, "slaves": {node: id}}
+    hardware: dict[str, Any] | None = None
 
 
 class StatusDecoder:
@@ -39,4 +42,4 @@ class StatusDecoder:
             s = contract.decode_status(payload, now_ms, self.max_bytes, self.max_skew_ms)
         except contract.ContractError as exc:
             return Rejected(exc.reason, exc.field, str(exc))
-        return StatusUpdate(device_id, s.state == "online", s.ts, s.fw, s.schema)
+        return StatusUpdate(device_id, s.state == "online", s.ts, s.fw, s.schema, s.hw)

@@ -22,6 +22,7 @@ from cloud.devicelink.metrics import RECEIVED
 from cloud.devicelink.rejects import Rejected, RejectLog
 from cloud.devicelink.subscriptions import Message
 from cloud.devicelink.threaded import ThreadedLink
+from cloud.devices import hardware, quarantine
 from cloud.devices.models import Device, DeviceStatus, LifecycleState
 from cloud.devices.status import DEVICES_ONLINE, StatusDecoder, StatusUpdate
 from firmware.core import contract
@@ -38,6 +39,8 @@ Gateways = Callable[[Session, str, bool], "list[str] | None"]
 ACTIVATED_BY_CONNECT = frozenset(
     {LifecycleState.MANUFACTURED, LifecycleState.PROVISIONED, LifecycleState.RELEASED}
 )
+
+NOT_APPROVED = "not approved: not on an approved production whitelist"
 
 
 class AuditTrail(Protocol):
@@ -135,6 +138,10 @@ class StatusWorker:
                 status.reported_firmware = update.firmware_version
             if update.schema:
                 status.reported_schema = update.schema
+            if update.hardware is not None:
+                status.reported_hardware = update.hardware
+            if update.online:
+                self._check_trust(session, device, update)
             self._follow(session, device, update)
             self.updates += 1
         return True
@@ -157,13 +164,35 @@ class StatusWorker:
                 setattr(device, column, announced)
         if changed and self.audit is not None:
             self.audit(session, "device.announce", device, changed)
-        if update.online and device.state in ACTIVATED_BY_CONNECT:
+        # A quarantined device is not in service: it stays where it was until approved.
+        if update.online and device.state in ACTIVATED_BY_CONNECT and not device.quarantine_reason:
             before = device.state
             device.state = LifecycleState.ACTIVE
             log.info("device %s connected for the first time: %s -> active", device.id, before)
             if self.audit is not None:
                 details = {"state": [before.value, LifecycleState.ACTIVE.value]}
                 self.audit(session, "device.activate", device, {**details, "cause": "connected"})
+
+    def _check_trust(self, session: Session, device: Device, update: StatusUpdate) -> None:
+        """Quarantine a device that connected without being approved, or whose hardware IDs
+        differ from the enrolled ones (issue 14: nobody connects without the set of IDs)."""
+        if device.approved_at is None:
+            if quarantine.put(session, device, NOT_APPROVED, self.audit, {"cause": "connected"}):
+                log.warning("device %s connected without approval: quarantined", device.id)
+            return
+        found = hardware.differences(device.chip_id, device.slave_ids, update.hardware)
+        if not found:
+            return
+        reason = "hardware IDs changed: " + "; ".join(found)
+        details = {
+            "enrolled": {"chip": device.chip_id, "slaves": device.slave_ids},
+            "reported": update.hardware,
+        }
+        if quarantine.put(session, device, reason, self.audit, details):
+            # The alarm: a counter to alert on, an error in the log, and the audited quarantine
+            # entry (GET /api/v1/quarantine lists the device with this reason).
+            hardware.HARDWARE_MISMATCHES.inc()
+            log.error("device %s quarantined, a swapped board? %s", device.id, reason)
 
     def _refresh_gauge(self) -> None:
         with self.database.transaction() as session:

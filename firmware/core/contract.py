@@ -88,6 +88,8 @@ MAX_ID_LENGTH = 64
 MAX_URL_LENGTH = 1024
 MAX_SIGNATURE_LENGTH = 1024
 MAX_DEPTH = 8
+MAX_HARDWARE_ID = 32  # hex digits: 16 bytes, the widest MCU unique id we know (STM32: 12)
+MAX_SLAVES = 16  # slave MCUs on one master's I2C bus
 MAX_AUTH_TOKENS = 200  # a local list of 200 cards stays well inside MAX_PAYLOAD_BYTES
 MAX_SAFE_INT = 9007199254740991  # 2**53 - 1: exact in every JSON reader, JavaScript included
 INT_MIN = -9223372036854775808  # telemetry integers are int64 in InfluxDB and SQLite
@@ -262,15 +264,24 @@ class Telemetry(_Message):
 
 
 class Status(_Message):
-    """Online/offline state; ``ts`` is None in the last will, ``fw``/``schema`` when announced."""
+    """Online/offline state; ``ts`` is None in the last will, ``fw``/``schema``/``hw`` when
+    announced. ``hw`` is ``{"chip": id, "slaves": {node: id}}``: the hardware found at boot."""
 
-    __slots__ = ("fw", "schema", "state", "ts")
+    __slots__ = ("fw", "hw", "schema", "state", "ts")
 
-    def __init__(self, state: str, ts: "int | None", fw: "str | None", schema: "str | None"):
+    def __init__(
+        self,
+        state: str,
+        ts: "int | None",
+        fw: "str | None",
+        schema: "str | None",
+        hw: "JsonObject | None" = None,
+    ):
         self.state = state
         self.ts = ts
         self.fw = fw
         self.schema = schema
+        self.hw = hw
 
 
 class Event(_Message):
@@ -539,6 +550,38 @@ def _json_value(value: "Any", field: str, depth: int) -> None:
         raise ContractError("bad_type", field, "not a JSON value: " + type(value).__name__)
 
 
+def _hardware_id(value: "Any", field: str) -> str:
+    """A chip's unique id: 2 to 32 lowercase hex digits, whole bytes (``machine.unique_id()``
+    in hex: the factory MAC of an ESP32-C3)."""
+    if type(value) is not str:
+        raise ContractError("bad_type", field, "must be a string")
+    if not 2 <= len(value) <= MAX_HARDWARE_ID or len(value) % 2 or value.strip(_HEX):
+        raise ContractError("bad_value", field, "must be 2 to 32 lowercase hex digits")
+    return value
+
+
+def _hardware(value: "Any") -> "JsonObject":
+    """The status's ``hw``: the master's chip id and each slave's unique id by node."""
+    if type(value) is not dict:
+        raise ContractError("bad_type", "hw", "must be an object")
+    for key in value:
+        if key not in ("chip", "slaves"):
+            raise ContractError("unknown_field", "hw." + _short(key))
+    if "chip" not in value or "slaves" not in value:
+        raise ContractError("missing_field", "hw.chip" if "chip" not in value else "hw.slaves")
+    _hardware_id(value["chip"], "hw.chip")
+    slaves = value["slaves"]
+    if type(slaves) is not dict:
+        raise ContractError("bad_type", "hw.slaves", "must be an object")
+    if len(slaves) > MAX_SLAVES:
+        raise ContractError("bad_value", "hw.slaves", "at most " + str(MAX_SLAVES) + " slaves")
+    for node in slaves:
+        if not is_node_id(node):
+            raise ContractError("bad_value", "hw.slaves", "must match ^[a-z][a-z0-9_-]{0,31}$")
+        _hardware_id(slaves[node], "hw.slaves." + node)
+    return value
+
+
 def _open_map(value: "Any", field: str) -> "JsonObject":
     """An open object (event data, command args and results): any JSON inside."""
     if type(value) is not dict:
@@ -680,7 +723,7 @@ def _fields(obj: "JsonObject", allowed: "set[str]", required: "tuple[str, ...]")
 
 _TELEMETRY_FIELDS = {"v", "ts", "seq", "node", "values"}
 _TELEMETRY_REQUIRED = ("ts", "seq", "values")
-_STATUS_FIELDS = {"v", "state", "ts", "fw", "schema"}
+_STATUS_FIELDS = {"v", "state", "ts", "fw", "schema", "hw"}
 _STATUS_REQUIRED = ("state",)
 _EVENT_FIELDS = {"v", "ts", "seq", "node", "type", "severity", "data"}
 _EVENT_REQUIRED = ("ts", "seq", "type", "severity")
@@ -754,6 +797,7 @@ def decode_status(
         _ts(obj["ts"], "ts", now_ms, max_skew_ms) if "ts" in obj else None,
         _text(obj["fw"], "fw", MAX_ID_LENGTH) if "fw" in obj else None,
         _text(obj["schema"], "schema", MAX_ID_LENGTH) if "schema" in obj else None,
+        _hardware(obj["hw"]) if "hw" in obj else None,
     )
 
 
@@ -955,9 +999,14 @@ def encode_telemetry(
 
 
 def encode_status(
-    state: str, ts: "int | None" = None, fw: "str | None" = None, schema: "str | None" = None
+    state: str,
+    ts: "int | None" = None,
+    fw: "str | None" = None,
+    schema: "str | None" = None,
+    hw: "Mapping[str, object] | None" = None,
 ) -> bytes:
-    """Payload of ``af/{id}/status`` (retained); ``encode_status("offline")`` is the last will."""
+    """Payload of ``af/{id}/status`` (retained); ``encode_status("offline")`` is the last will.
+    ``hw``: ``{"chip": id, "slaves": {node: id}}``, the hardware IDs read at boot."""
     obj = {"v": CONTRACT_VERSION, "state": _choice(state, "state", STATUS_STATES)}  # type: dict[str, Any]
     if ts is not None:
         obj["ts"] = _ts(ts, "ts", None, 0)
@@ -965,6 +1014,8 @@ def encode_status(
         obj["fw"] = _text(fw, "fw", MAX_ID_LENGTH)
     if schema is not None:
         obj["schema"] = _text(schema, "schema", MAX_ID_LENGTH)
+    if hw is not None:
+        obj["hw"] = _hardware(dict(hw))
     return _dump(obj)
 
 

@@ -84,6 +84,7 @@ class Link:
         "fw",
         "handler",
         "held",
+        "hw",
         "next_attempt_ms",
         "now",
         "outbox",
@@ -138,6 +139,9 @@ class Link:
         self.refused = {}  # type: dict[str, str]  # refusals of the version last applied
         # (channel, payload) sent after the next CONNACK
         self.held = []  # type: list[tuple[str, bytes]]
+        # The hardware IDs found at boot ({"chip": id, "slaves": {node: id}}), announced in
+        # every online status (contract 4.2 ``hw``); None: not known, not announced.
+        self.hw = None  # type: dict[str, object] | None
         self.rejected = 0  # downlink messages that broke the contract
         self.errors = 0  # handler failures
         self.unclocked = 0  # telemetry/events dropped because the clock was not set
@@ -200,7 +204,7 @@ class Link:
             self.on_disconnected(now)
             return
         status = contract.encode_status(
-            "online", now if self.clock_set else None, self.fw, self.schema
+            "online", now if self.clock_set else None, self.fw, self.schema, self.hw
         )
         if not self._publish(contract.STATUS, status) or not self.report_config():
             return

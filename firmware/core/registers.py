@@ -29,6 +29,20 @@ CONTACTOR_WATCHDOG_MS = 3000
 
 PRIVATE = {"relay": RELAY}
 
+# Every slave, whatever its role: its MCU's unique id (machine.unique_id(), the ESP32-C3's 6-byte
+# factory MAC, the address esptool read-mac prints), read-only. The master reads it from every
+# slave at boot and announces the set in its status (contract 4.2 ``hw``): the cloud compares
+# it with the set bound at enrollment, so a swapped board is seen.
+UNIQUE_ID = "unique_id"
+UNIQUE_ID_BYTES = 6
+IDENTITY = {UNIQUE_ID: (0xF8, UNIQUE_ID_BYTES, False, False)}
+IDENTITY_BLOCK = (0xF8, UNIQUE_ID_BYTES)
+
+
+def hex_id(data: "bytes | bytearray") -> str:
+    """A unique id as the contract writes it: lowercase hex, two digits per byte."""
+    return "".join(f"{byte:02x}" for byte in data)
+
 
 def to_signed(raw: int, width: int) -> int:
     """Two's complement of a ``width``-byte unsigned integer (MicroPython's from_bytes

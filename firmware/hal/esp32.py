@@ -257,6 +257,13 @@ class UmqttTransport(interface.MqttTransport):
         wlan = self.wlan
         if not wlan.isconnected():
             wlan.active(True)
+            mac = self.nvs.get("mac")  # assigned from the platform's pool at enrollment
+            if mac is not None and len(mac) == 6:
+                try:
+                    wlan.config(mac=mac)
+                except (OSError, ValueError) as exc:
+                    # The chip's own MAC stays, one the registry does not know: say so.
+                    print("ampfleet: the assigned MAC could not be set:", exc)
             password = self.nvs.get("wifi_pass")
             wlan.connect(self.config.get("wifi_ssid", ""), password.decode() if password else "")
             for _ in range(100):
@@ -383,6 +390,15 @@ class MasterBoard(interface.Board):
 
     def reset(self) -> None:
         machine.reset()
+
+    def chip_id(self) -> "str | None":
+        """machine.unique_id() in hex: on the ESP32-C3 its factory base MAC."""
+        return registers.hex_id(unique_id())
+
+
+def unique_id() -> bytes:
+    """This MCU's unique id (the ESP32-C3's 6-byte factory MAC, from its eFuses)."""
+    return bytes(machine.unique_id())
 
 
 # --- slave boards -----------------------------------------------------------------------------

@@ -174,6 +174,11 @@ class Board:
         """Wi-Fi signal strength in dBm, None when unknown."""
         return None
 
+    def chip_id(self) -> "str | None":
+        """The master MCU's unique id in lowercase hex (machine.unique_id(): on the ESP32-C3
+        its factory MAC), None when unknown; announced with the slaves' (contract 4.2 hw)."""
+        return None
+
     def reset(self) -> None:
         """Reboot the MCU (on the board this does not return)."""
         raise NotImplementedError

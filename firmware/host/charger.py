@@ -22,6 +22,7 @@ is reached by passing ``transport=`` an adapter with the MqttTransport methods.
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ class HostBoard(Board):
     """The HAL of a simulated master (firmware/hal/interface.py ``Board``)."""
 
     __slots__ = (
+        "chip",
         "clock",
         "cp",
         "downloader",
@@ -75,7 +77,9 @@ class HostBoard(Board):
         rand: XorShift,
         signal_dbm: int | None = -61,
         rfid: CardReader | None = None,
+        chip: str | None = None,
     ) -> None:
+        self.chip = chip
         self.i2c = i2c
         self.cp = cp
         self.clock = clock
@@ -94,6 +98,25 @@ class HostBoard(Board):
     def reset(self) -> None:
         """Ask the simulator to reboot this master after the current step."""
         self.reset_requested = True
+
+    def chip_id(self) -> str | None:
+        """The simulated master's unique id (hex)."""
+        return self.chip
+
+
+def unique_id(device_id: str, node: str) -> bytes:
+    """A simulated MCU's 6-byte unique id, stable for a device id and node: shaped like the
+    ESP32-C3's factory MAC (Espressif's OUI 58:CF:79, then three bytes of a hash)."""
+    digest = hashlib.sha256(f"{device_id}/{node}".encode()).digest()
+    return bytes((0x58, 0xCF, 0x79)) + digest[:3]
+
+
+def hardware_ids(device_id: str, family: params.Family) -> dict[str, Any]:
+    """The hardware IDs a simulated charger announces by default (contract 4.2 ``hw``)."""
+    return {
+        "chip": unique_id(device_id, "master").hex(),
+        "slaves": {node: unique_id(device_id, node).hex() for node, _, _ in family.slaves()},
+    }
 
 
 class PilotGenerator(ControlPilot):
@@ -163,6 +186,7 @@ class SimCharger:
         "clock",
         "device_id",
         "family",
+        "hardware",
         "master",
         "master_options",
         "plant",
@@ -184,10 +208,13 @@ class SimCharger:
         seed: int = 0,
         downloader: MemoryDownloader | None = None,
         storage: MemoryStorage | None = None,
+        hardware: dict[str, Any] | None = None,
         **master_options: Any,
     ) -> None:
         """``transport`` (or a ``broker`` to make a MemoryTransport to) reaches the cloud;
-        ``master_options`` go to ``Master`` (retry, outbox, require_signature...)."""
+        ``hardware`` the MCUs' unique ids (``{"chip": hex, "slaves": {node: hex}}``, default
+        ``hardware_ids(device_id, family)``: what an enrollment records, and what the master
+        announces at boot); ``master_options`` go to ``Master`` (retry, outbox, ...)."""
         if transport is None:
             if broker is None:
                 raise ValueError("give a broker or a transport")
@@ -198,13 +225,15 @@ class SimCharger:
         self.plant = Plant(clock)
         self.bus = SimBus(clock)
         self.slaves: dict[str, Slave] = {}
+        self.hardware = hardware or hardware_ids(device_id, self.family)
         for node, _, role in self.family.slaves():
             sensors: Any = None
             if role == "meter":
                 sensors = MeterSensors(self.plant)
             elif role == "relay":
                 sensors = RelaySensors(self.plant, self.family)
-            slave = Slave(self.family, node, sensors)
+            uid = self.hardware["slaves"].get(node)
+            slave = Slave(self.family, node, sensors, unique_id=bytes.fromhex(uid) if uid else None)
             self.slaves[node] = slave
             self.bus.attach(slave)
         self.storage = storage or MemoryStorage(fw)
@@ -219,6 +248,7 @@ class SimCharger:
             downloader or MemoryDownloader(),
             XorShift(seed + 1),
             rfid=self.reader,
+            chip=self.hardware["chip"],
         )
         self.master_options = master_options
         self.reboots = 0

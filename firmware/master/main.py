@@ -160,6 +160,7 @@ class Master:
         self.link = link.Link(
             device_id, fw, family.schema, board.mqtt, self.settings, self, board.rand, outbox
         )
+        self.link.hw = self._hardware(now_ms)
         board.mqtt.attach(self)
 
     # --- the loop -----------------------------------------------------------------------------
@@ -330,6 +331,23 @@ class Master:
         if parameter_id == "firmware_version":
             return self.fw
         return None
+
+    def _hardware(self, now: int) -> "dict | None":
+        """The hardware IDs found at boot: the chip's own and each slave's that answers (one
+        that does not is left out, and the cloud sees it missing). None without a chip id."""
+        read_chip = getattr(self.board, "chip_id", None)  # boards older than the contract's hw
+        chip = read_chip() if read_chip is not None else None
+        if chip is None:
+            return None
+        register, length = registers.IDENTITY_BLOCK
+        slaves = {}
+        for node, address, _ in self.family.slaves():
+            try:
+                data = self.client.read(address, register, length, now)
+            except i2cproto.I2CError:
+                continue  # no answer: reported missing
+            slaves[node] = registers.hex_id(data)
+        return {"chip": chip, "slaves": slaves}
 
     def _report_slaves(self, now: int) -> None:
         transitions = self.client.transitions

@@ -42,8 +42,15 @@ class Slave:
     )
 
     def __init__(
-        self, family: "Any", node: str, sensors: "Any" = None, refresh_on_read: bool = True
+        self,
+        family: "Any",
+        node: str,
+        sensors: "Any" = None,
+        refresh_on_read: bool = True,
+        unique_id: "bytes | None" = None,
     ) -> None:
+        """``unique_id``: this MCU's unique id (machine.unique_id() on the board), served
+        read-only in the identity block (registers.IDENTITY) for the master to announce."""
         address = family.address_of(node)
         if address is None:
             raise ValueError(node + " is the master, not a slave")
@@ -56,7 +63,10 @@ class Slave:
         self.address = address
         self.sensors = sensors
         self.refresh_on_read = refresh_on_read
-        self.private = registers.PRIVATE.get(role, {})
+        private = {}  # type: dict
+        private.update(registers.PRIVATE.get(role, {}))
+        private.update(registers.IDENTITY)
+        self.private = private
         self.requests = 0
         size = 0
         spans = []
@@ -73,6 +83,11 @@ class Slave:
                     writable[index] = 1
         self.writable = bytes(writable)
         self.memory = bytearray(size)
+        if unique_id is not None:
+            if len(unique_id) != registers.UNIQUE_ID_BYTES:
+                raise ValueError("unique_id must be " + str(registers.UNIQUE_ID_BYTES) + " bytes")
+            start = registers.IDENTITY_BLOCK[0]
+            self.memory[start : start + len(unique_id)] = unique_id
 
     def set(self, parameter_id: str, value: "Any") -> None:
         """Store a schema parameter's engineering value in its register (sensors use it)."""
@@ -130,5 +145,6 @@ def main() -> None:  # pragma: no cover - the board's entry point
     config = hal.load_config()
     family = params.load_file(config["schema_file"])
     node = config["node"]
-    slave = Slave(family, node, hal.sensors_for(family, node, config), refresh_on_read=False)
+    sensors = hal.sensors_for(family, node, config)
+    slave = Slave(family, node, sensors, refresh_on_read=False, unique_id=hal.unique_id())
     hal.serve_i2c_target(slave, config)

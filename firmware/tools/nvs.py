@@ -17,6 +17,7 @@ import io
 import json
 import re
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from firmware.core import guestpass
@@ -145,7 +146,16 @@ def check_size(size: int) -> int:
     return size
 
 
-def csv_text(content: DeviceNvs) -> str:
+class NvsContent(Protocol):
+    """What goes into an NVS partition: ``DeviceNvs``, or an enrolled device's
+    (``firmware.tools.station.EnrolledNvs``)."""
+
+    def entries(self) -> list[tuple[str, bytes]]:
+        """(key, value) in the order they are written."""
+        ...
+
+
+def csv_text(content: NvsContent) -> str:
     """The partition as an nvs_partition_gen CSV. It holds the secrets in clear."""
     out = io.StringIO()
     out.write(

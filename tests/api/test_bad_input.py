@@ -193,6 +193,20 @@ def world(app: Flask, admin: Client, tenant: Tenant) -> World:
         "/tariffs",
         {"name": f"tariff-{suffix}", "price_per_kwh": "0.3000", "organization_id": tenant.id},
     )
+    batch = admin.created(
+        "/batches",
+        {
+            "organization_id": tenant.id,
+            "hardware_family": "ac22-3p",
+            "count": 1,
+            "serials": [f"BI-{suffix}"],
+        },
+    )
+    octets = [0x02, *secrets.token_bytes(3), 0, 0]
+    pool = admin.created(
+        "/mac-pools",
+        {"organization_id": tenant.id, "first": ":".join(f"{o:02X}" for o in octets), "size": 8},
+    )
     entries = admin.get("/audit-log", query_string={"organization_id": tenant.id}).get_json()
     assert entries, "the setup above should have been audited"
     return World(
@@ -217,6 +231,8 @@ def world(app: Flask, admin: Client, tenant: Tenant) -> World:
             "tariff_id": str(tariff["id"]),
             # No route under /sessions/{id} takes a body: any id serves as example.
             "session_id": "no-such-session",
+            "batch_id": str(batch["id"]),
+            "pool_id": str(pool["id"]),
             # /certificates/{serial}: a hex serial no certificate has.
             "serial": "a11ce",
         },
@@ -229,6 +245,7 @@ def world(app: Flask, admin: Client, tenant: Tenant) -> World:
             "value": 16,  # PUT /devices/{id}/parameters/max_current_a: any JSON, 6-32 here
             "price_per_kwh": "0.3000",  # POST /tariffs: a decimal string
             "hardware_family": "ac22-3p",  # POST /devices: a shipped family
+            "count": 1,  # POST /batches: as many serials as given
         },
         query_values={"secret": secret},
     )

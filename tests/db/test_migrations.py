@@ -90,3 +90,38 @@ def test_0012_copies_announced_versions_from_the_status_onto_the_device(
         assert [tuple(r) for r in rows] == [("d-1", "1.0.0", "ac22-3p.3"), ("d-2", None, None)]
     finally:
         engine.dispose()
+
+
+def test_0015_counts_devices_registered_before_it_as_approved(empty_database: str) -> None:
+    """A fleet registered before the factory whitelist stays in service after upgrading."""
+    from sqlalchemy import text
+
+    upgrade(empty_database, "0014")
+    now = "2026-12-01 10:00:00"
+    engine = create_engine(empty_database)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO organizations (id, slug, name, created_at, updated_at)"
+                    " VALUES (7, 'o', 'O', :now, :now)"
+                ),
+                {"now": now},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO devices (id, serial, name, hardware_family, protocol, state,"
+                    " organization_id, created_at, updated_at) VALUES"
+                    " ('d-1', 'S1', '', 'ac22-3p', 'native', 'active', 7, :now, :now)"
+                ),
+                {"now": now},
+            )
+        upgrade(empty_database)
+        with engine.connect() as conn:
+            row = conn.execute(
+                text("SELECT approved_at, approved_by, chip_id FROM devices WHERE id = 'd-1'")
+            ).one()
+        assert str(row[0]).startswith("2026-12-01 10:00:00") and row[1] == "system:migration"
+        assert row[2] is None  # no hardware bound: nothing to compare at boot
+    finally:
+        engine.dispose()

@@ -691,6 +691,27 @@ def test_master_guest_reader():
     )
 
 
+def test_hardware():
+    # The IDs found at boot (contract 4.2 hw): the chip's own, each slave's that answers.
+    board = Board()
+    meter = b"\x58\xcf\x79\x00\x00\x02"
+    relay = b"\x58\xcf\x79\x00\x00\x03"
+    board.i2c.slaves[0x20] = Slave(FAMILY, "meter", MeterIO(board.relay), unique_id=meter)
+    board.i2c.slaves[0x21] = Slave(FAMILY, "relay", board.relay, unique_id=relay)
+    board.chip_id = lambda: "58cf79000001"
+    board.i2c.silent.append(0x21)
+    master = Master(board, FAMILY, "CHG-1", "1.0.0", T0)
+    want = {"chip": "58cf79000001", "slaves": {"meter": "58cf79000002"}}
+    check("hardware found", master.link.hw, want)
+    payload = contract.encode_status("online", T0, "1.0.0", FAMILY.schema, master.link.hw)
+    check("hardware announced", contract.decode_status(payload, T0).hw, want)
+    try:
+        contract.decode_status(payload.replace(b"58cf79000002", b"58CF79000002"), T0)
+        check("hardware refused", "accepted", "bad_value")
+    except contract.ContractError as exc:
+        check("hardware refused", [exc.reason, exc.field], ["bad_value", "hw.slaves.meter"])
+
+
 for name, function in (
     ("i2c", test_i2c),
     ("params", test_params),
@@ -705,6 +726,7 @@ for name, function in (
     ("guestpass", test_guestpass),
     ("master guest", test_master_guest),
     ("master guest reader", test_master_guest_reader),
+    ("hardware", test_hardware),
 ):
     run(name, function)
 

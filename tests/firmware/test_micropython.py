@@ -231,7 +231,7 @@ def test_firmware_behaves_the_same_under_real_micropython(board_tree: Path) -> N
     on_cpython = run_cpython(board_tree)
     for output in (on_micropython, on_cpython):
         assert "FAIL" not in output, output[-3000:]
-        assert output.strip().splitlines()[-1] == "CHECKS 77", output[-3000:]
+        assert output.strip().splitlines()[-1] == "CHECKS 80", output[-3000:]
     micro = [line for line in on_micropython.splitlines() if line.startswith("T ")]
     cpython = [line for line in on_cpython.splitlines() if line.startswith("T ")]
     assert len(micro) > 20

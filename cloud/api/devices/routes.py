@@ -25,7 +25,7 @@ from cloud.api.publishers import desired_publisher
 from cloud.api.records import commit, ensure_unique
 from cloud.api.scoping import device_clause, target_org
 from cloud.audit.service import changes, record
-from cloud.db import request_session
+from cloud.db import request_session, utcnow
 from cloud.devices.models import TRANSITIONS, Device, LifecycleState, device_group_members
 from cloud.pki import service as pki
 from cloud.settings import Settings
@@ -38,6 +38,12 @@ devices = Blueprint(
     url_prefix="/devices",
     description="The device registry: native and OCPP chargers.",
 )
+
+
+def approval_by_registration() -> bool:
+    """Whether an admin's POST /devices approves the device (setting ``device_approval``)."""
+    settings: Settings = current_app.extensions["ampfleet.settings"]
+    return settings.device_approval == "registration"
 
 
 def get_device(device_id: str, permission: str) -> Device:
@@ -118,6 +124,11 @@ class Devices(MethodView):
             ensure_unique(Device, field, data[field])
         check_site(data["site_id"], data["organization_id"])
         device = Device(**data)
+        if approval_by_registration():
+            # An admin's registration is its approval (setting device_approval); under the
+            # factory whitelist the device waits for enrollment or POST /devices/{id}/approve.
+            device.approved_at = utcnow()
+            device.approved_by = current_principal().audit_id
         session = request_session()
         session.add(device)
         session.flush()
@@ -128,7 +139,12 @@ class Devices(MethodView):
             "device",
             device.id,
             device.organization_id,
-            {"serial": device.serial, "mac": device.mac, "hardware_family": device.hardware_family},
+            {
+                "serial": device.serial,
+                "mac": device.mac,
+                "hardware_family": device.hardware_family,
+                "approved": device.approved_at is not None,
+            },
         )
         commit()
         return device

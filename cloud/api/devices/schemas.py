@@ -85,6 +85,32 @@ class DeviceSchema(ResourceSchema):
     organization_id = Id(load_default=None)
     site_id = Id(allow_none=True, load_default=None)
     group_ids = fields.Function(lambda d: sorted(g.id for g in d.groups), dump_only=True)
+    approved_at = fields.DateTime(
+        dump_only=True,
+        allow_none=True,
+        metadata={
+            "description": "When the device was approved to be in service (null: it is "
+            "quarantined when it connects); docs/manufacturing.md."
+        },
+    )
+    approved_by = fields.String(dump_only=True, allow_none=True)
+    quarantine_reason = fields.String(
+        dump_only=True,
+        allow_none=True,
+        metadata={"description": "Why it may only publish its status; null: not quarantined."},
+    )
+    quarantined_at = fields.DateTime(dump_only=True, allow_none=True)
+    chip_id = fields.String(
+        dump_only=True,
+        allow_none=True,
+        metadata={"description": "Master chip id bound at enrollment (hex)."},
+    )
+    slave_ids = fields.List(
+        fields.String(),
+        dump_only=True,
+        allow_none=True,
+        metadata={"description": "Slave MCU unique ids bound at enrollment (hex)."},
+    )
 
     def links(self, obj: Any) -> dict[str, str]:
         links = {

@@ -1,7 +1,7 @@
 """pairing: each charger's two codes (charger code, box code hash) and failed pairing attempts
 
 Revision ID: 0016
-Revises: 0014
+Revises: 0015
 Create Date: 2026-12-07 07:20:00.000000
 
 The ``released`` lifecycle state needs no change: ``devices.state`` is a non-native enum
@@ -16,7 +16,7 @@ from alembic import op
 import cloud.db
 
 revision = "0016"
-down_revision = "0014"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 

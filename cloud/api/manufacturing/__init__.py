@@ -1,0 +1,1 @@
+"""REST resources of manufacturing: batches, MAC pools, enrollment, quarantine."""
