@@ -408,7 +408,13 @@ def test_link():
     check(
         "subscribed",
         sorted(transport.subscribed),
-        ["af/CHG-1/auth/list", "af/CHG-1/cmd", "af/CHG-1/config/desired", "af/CHG-1/ota"],
+        [
+            "af/CHG-1/auth/list",
+            "af/CHG-1/cert",
+            "af/CHG-1/cmd",
+            "af/CHG-1/config/desired",
+            "af/CHG-1/ota",
+        ],
     )
     lk.on_message(
         "af/CHG-1/auth/list", contract.encode_auth_list(1, {"04A1B2C3": None, "04D4": T0})

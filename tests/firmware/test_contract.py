@@ -608,8 +608,9 @@ def test_channel_tables_are_consistent() -> None:
         "config/reported",
         "cmd/result",
         "ota/status",
+        "cert/request",
     )
-    assert c.DOWNLINK == ("config/desired", "cmd", "ota", "auth/list")
+    assert c.DOWNLINK == ("config/desired", "cmd", "ota", "auth/list", "cert")
 
 
 def test_topic_filter_covers_one_channel_of_every_device() -> None:
