@@ -457,6 +457,15 @@ DECLARED: tuple[Setting, ...] = (
         minimum=1,
     ),
     Setting(
+        "pki_renew_before_days",
+        30,
+        "Days before its certificate expires from which a device may renew it over the device "
+        "contract (`cert/request`, docs/device-contract.md 4.10); a new key asked for earlier "
+        "is refused. Devices use the same window.",
+        int,
+        minimum=1,
+    ),
+    Setting(
         "pki_crl_days",
         7,
         "Validity of a CRL (its nextUpdate), days. A new one is issued on every revocation and "
@@ -699,6 +708,7 @@ class Settings:
     pki_kek_file: str
     pki_ca_name: str
     pki_certificate_days: int
+    pki_renew_before_days: int
     pki_crl_days: int
     pki_crl_file: str
     pki_ca_file: str

@@ -255,7 +255,9 @@ def charging(client_id: str | None, metrics_port: int | None, shared: bool | Non
 
     It also keeps the PKI's CRL current: every AMPFLEET_PKI_CRL_CHECK_INTERVAL seconds it
     issues a new CRL once half of the current one has passed, and rewrites AMPFLEET_PKI_CRL_FILE
-    and AMPFLEET_PKI_CA_FILE when they are behind the records (docs/pki.md).
+    and AMPFLEET_PKI_CA_FILE when they are behind the records (docs/pki.md); and it answers
+    the devices' certificate requests (af/+/cert/request, docs/device-contract.md 4.10) on a
+    connection of its own (client id <client id>-certs, $share/certs/... on Mosquitto/EMQX).
     """
     import datetime as dt
 
@@ -263,6 +265,7 @@ def charging(client_id: str | None, metrics_port: int | None, shared: bool | Non
     from cloud.db import Database
     from cloud.devicelink.endpoint import service_endpoint
     from cloud.pki.crl import CrlKeeper
+    from cloud.pki.renewal import RenewalWorker
 
     settings = load_settings()
     database = Database(settings.database_url)
@@ -278,7 +281,16 @@ def charging(client_id: str | None, metrics_port: int | None, shared: bool | Non
         max_payload_bytes=settings.max_payload_bytes,
         max_skew_ms=settings.max_clock_skew * 1000,
     )
-    service = Alongside(charging_worker, CrlKeeper(database, settings))
+    renewals = RenewalWorker(
+        database,
+        service_endpoint(settings),
+        _client_id_for("charging", client_id) + "-certs",
+        settings.data_path,
+        shared_subscriptions=_sharing(settings, shared),
+        settings=settings,
+        max_payload_bytes=settings.max_payload_bytes,
+    )
+    service = Alongside(charging_worker, CrlKeeper(database, settings), renewals)
     _serve(settings, "charging", "records", service, metrics_port)
 
 
