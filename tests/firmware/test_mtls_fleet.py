@@ -198,7 +198,10 @@ def test_enrolled_boards_connect_with_their_certificates_and_renew(
     cloud = Cloud(port, server_ca, authority, tmp_path)
 
     async def scenario() -> None:
-        fleet = Fleet.from_boards(found, "127.0.0.1", port, boot_rate=1000, tick_ms=50)
+        # Seed 88: the three chargers' power-on waits are short (at most 1.8 s).
+        fleet = Fleet.from_boards(
+            found, "127.0.0.1", port, seed=88, boot_rate=1000, tick_ms=50, idle_step_ms=500
+        )
         refused = Fleet.from_boards(
             load_boards([tmp_path / "other"]), "127.0.0.1", port, server_ca_file=str(server_ca)
         )

@@ -4,8 +4,10 @@ that publishes ``cert/request`` and reads ``cert`` as a charger would, and the r
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +22,9 @@ from cloud.db import get_database
 from cloud.pki import service
 from cloud.pki.models import CertificateState, DeviceCertificate
 from cloud.pki.renewal import RenewalWorker
-from firmware.core import contract
+from firmware.core import certs, contract
+from firmware.host.fleet import Fleet
+from firmware.host.storage import MemoryStorage
 from tests.link import Link, app_settings, running_worker
 from tests.pki.support import make_csr
 
@@ -214,3 +218,58 @@ def test_a_device_asking_too_often_is_dropped(link: Link, fresh: Device, tmp_pat
         )
         assert device.mqtt.drain(1.0) == []
         assert worker.outcomes == {"resent": 1, "throttled": 1}
+
+
+def test_a_simulated_charger_renews_through_the_worker(
+    link: Link, due: RenewalWorker, tmp_path: Path
+) -> None:
+    """Both halves together: the real firmware core (a simulated charger over gmqtt, password
+    authentication) asks the real worker, and installs what the PKI issued."""
+    device_id, password = link.device()
+    key = ec.generate_private_key(ec.SECP256R1())
+    settings = dataclasses.replace(app_settings(link.app), pki_certificate_days=10)
+    with get_database(link.app).transaction() as session:
+        first = service.issue_for_device(
+            session, settings, device_id, make_csr(device_id, key), actor=None
+        )
+    storage = MemoryStorage("1.0.0")
+    storage.put(certs.NVS_CERT, first.chain_pem.encode())
+    storage.put(
+        certs.NVS_KEY,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+    # Seed 88: a short power-on wait; stepped every 0.5 s so that nothing waits on the fleet.
+    fleet = Fleet(
+        [(device_id, password)],
+        link.host,
+        link.port,
+        storages=[storage],
+        seed=88,
+        tick_ms=50,
+        idle_step_ms=500,
+        boot_rate=1000,
+    )
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        running = asyncio.create_task(fleet.run(stop))
+        deadline = time.monotonic() + 20
+        while storage.get(certs.NVS_CERT) == first.chain_pem.encode():
+            assert time.monotonic() < deadline, "no certificate installed"
+            await asyncio.sleep(0.05)
+        stop.set()
+        await running
+
+    asyncio.run(run())
+    installed = x509.load_pem_x509_certificates(storage.get(certs.NVS_CERT) or b"")
+    records = certificates(link, device_id)
+    assert len(records) == 2 and records[0][0] == first.serial
+    assert format(installed[0].serial_number, "x") == records[1][0]
+    new_key = serialization.load_pem_private_key(storage.get(certs.NVS_KEY) or b"", None)
+    assert public_pem(installed[0]) == public_pem(new_key)  # type: ignore[arg-type]
+    assert public_pem(new_key) != public_pem(key)  # type: ignore[arg-type]
+    assert due.outcomes == {"issued": 1}
