@@ -235,6 +235,17 @@ async def _run_boards(
         idle_mean_s=idle_mean,
     )
     await _drive(fleet, url, duration)
+    from firmware.host.boards import save_board
+
+    saved = [
+        board.device_id
+        for board, charger in zip(boards, fleet.chargers, strict=False)
+        if save_board(board, charger.storage)
+    ]
+    if saved:
+        click.echo(
+            f"renewed certificates written back to the boards of {', '.join(saved)}", err=True
+        )
 
 
 async def _drive(fleet: Fleet, url: str, duration: float) -> None:

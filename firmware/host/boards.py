@@ -99,6 +99,51 @@ def load_boards(paths: Iterable[Path]) -> list[BoardIdentity]:
     return found
 
 
+class _Entries:
+    """NVS content given as (key, value) pairs (``nvs.NvsContent``)."""
+
+    def __init__(self, pairs: list[tuple[str, bytes]]) -> None:
+        self.pairs = pairs
+
+    def entries(self) -> list[tuple[str, bytes]]:
+        """(key, value) in the order they are written."""
+        return self.pairs
+
+
+def save_board(board: BoardIdentity, storage: Storage) -> bool:
+    """Write a certificate renewed while the charger ran back into its board directory, so the
+    next run presents it: the certificate into the NVS in ``flash.bin``, a new key where the
+    old one was (``secure/key.pem``, or the NVS). False when nothing changed."""
+    directory = board.directory
+    certificate = storage.get(certs.NVS_CERT)
+    key = storage.get(certs.NVS_KEY)
+    if directory is None or certificate is None or key is None:
+        return False
+    if (certificate, key) == (board.records.get(certs.NVS_CERT), board.records.get(certs.NVS_KEY)):
+        return False
+    part = partition("nvs")
+    with open(directory / "flash.bin", "r+b") as flash:
+        flash.seek(part.offset)
+        values = {
+            k: v
+            for (ns, k), v in nvsread.read(flash.read(part.size)).items()
+            if ns == nvs.NAMESPACE
+        }
+        values[certs.NVS_CERT] = certificate
+        key_file = directory / "secure" / "key.pem"
+        if certs.NVS_KEY in values or not key_file.exists():
+            values[certs.NVS_KEY] = key
+        else:
+            fd = os.open(key_file.with_suffix(".new"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(key)
+            os.replace(key_file.with_suffix(".new"), key_file)
+        image = nvs.partition(nvs.csv_text(_Entries(list(values.items()))), part.size)
+        flash.seek(part.offset)
+        flash.write(image)
+    return True
+
+
 def client_context(
     certificate: bytes,
     key: bytes,

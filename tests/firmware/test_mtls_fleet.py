@@ -26,7 +26,7 @@ from cryptography.x509.oid import NameOID
 from paho.mqtt.enums import CallbackAPIVersion
 
 from firmware.core import certs, contract
-from firmware.host.boards import ClientTls, load_boards
+from firmware.host.boards import ClientTls, load_board, load_boards, save_board
 from firmware.host.esp32c3 import SimulatedBoard
 from firmware.host.fleet import Fleet
 from firmware.tools import nvs, station
@@ -223,6 +223,12 @@ def test_enrolled_boards_connect_with_their_certificates_and_renew(
             assert isinstance(tls, ClientTls)
             assert tls._made_from == (chain, storage.get(certs.NVS_KEY))
             assert not any(t.is_connected for t in refused.transports)  # another CA
+            # Written back into the board, the next run presents the renewed certificate.
+            assert not save_board(found[0], fleet.chargers[0].storage)  # nothing renewed
+            assert save_board(found[2], storage)
+            again = load_board(boards / "b2")
+            assert again.records[certs.NVS_CERT] == chain
+            assert again.records[certs.NVS_KEY] == storage.get(certs.NVS_KEY)
         finally:
             stop.set()
             await asyncio.gather(*running)
