@@ -246,3 +246,24 @@ def test_enrolled_boards_connect_with_their_certificates_and_renew(
     ):
         tls.sendall(b"\x10\x00")
         assert tls.recv(4)  # CONNACK never comes: the server drops us
+
+
+def test_simulate_takes_boards_only_over_mutual_tls(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from cloud.cli import main
+
+    (tmp_path / "empty").mkdir()
+    env = {"AMPFLEET_DATA_DIR": str(tmp_path / "data")}
+    done = CliRunner().invoke(main, ["simulate", "--board", str(tmp_path / "empty")], env=env)
+    assert done.exit_code != 0 and "neither a simulated board" in done.output
+    SimulatedBoard.create(tmp_path / "new", "MT-0100")  # made, never enrolled
+    done = CliRunner().invoke(main, ["simulate", "--board", str(tmp_path / "new")], env=env)
+    assert done.exit_code != 0 and "was not enrolled" in done.output
+    authority = Authority("CLI CA")
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(authority.pem)
+    enrolled_board(tmp_path / "b", "MT-0101", authority, 8883, ca, 365)
+    args = ["simulate", "--board", str(tmp_path / "b"), "--broker-url", "mqtt://127.0.0.1:1883"]
+    done = CliRunner().invoke(main, args, env=env)
+    assert done.exit_code != 0 and "is not mqtts://" in done.output
