@@ -18,7 +18,7 @@ from werkzeug.serving import make_server
 
 from cloud.cli import main
 from cloud.devices.hardware import differences
-from firmware.core import contract
+from firmware.core import contract, guestpass
 from firmware.host.charger import SimCharger
 from firmware.host.clock import SimClock
 from firmware.host.esp32c3 import SimulatedBoard
@@ -93,6 +93,8 @@ def test_a_simulated_board_is_enrolled_and_flashed(
         == board.public_key_pem()
     )
     assert x509.load_pem_x509_certificates(items["ca_cert"])
+    # The platform's guest-credential keys: what the charger checks a guest's pass with offline.
+    assert guestpass.keys_from_nvs(items["guest_keys"])
 
     # The simulated charger of that board announces the hardware it was enrolled with.
     broker = MemoryBroker()

@@ -12,6 +12,7 @@ from flask import current_app, url_for
 from flask.views import MethodView
 from sqlalchemy import Select, false, select
 
+from cloud.access import guestpass
 from cloud.api.auth import current_principal, requires
 from cloud.api.blueprint import Blueprint
 from cloud.api.devices.schemas import DeviceSchema
@@ -241,6 +242,8 @@ class Enrollment(MethodView):
             lambda org: principal.may_in("manufacturing:enroll", org),
             _settings().factory_firmware,
         )
+        # The charger checks guest credentials offline with these (made on first use).
+        guest_keys = guestpass.nvs_record(session, _settings())
         commit()
         device = done.device
         return {
@@ -259,6 +262,7 @@ class Enrollment(MethodView):
                 "version": done.firmware_version,
                 "bundle": f"firmware-{done.firmware_version}.tar.gz",
             },
+            "guest_keys": guest_keys.decode(),
             "links_": {"device": {"href": url_for("devices.Device", device_id=device.id)}},
         }
 
