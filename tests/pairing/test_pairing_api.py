@@ -301,4 +301,5 @@ def test_a_label_request_names_devices_or_a_batch_not_both(tenant: Tenant) -> No
     for body in ({}, {"device_ids": [device["id"]], "batch_id": 1}, {"batch_id": "7"}):
         refused = station.post("/labels", json=body)
         assert refused.status_code == 422, (body, refused.get_json())
-    assert station.post("/labels", json={"batch_id": 999_999}).status_code == 404
+    unknown = station.post("/labels", json={"batch_id": 999_999})
+    assert unknown.status_code == 422 and "batch_id" in field_of(unknown)
