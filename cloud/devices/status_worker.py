@@ -24,10 +24,16 @@ from cloud.devicelink.subscriptions import Message
 from cloud.devicelink.threaded import ThreadedLink
 from cloud.devices import hardware, quarantine
 from cloud.devices.models import Device, DeviceStatus, LifecycleState
-from cloud.devices.status import DEVICES_ONLINE, StatusDecoder, StatusUpdate
+from cloud.devices.status import (
+    DEVICES_ONLINE,
+    DEVICES_QUARANTINED,
+    StatusDecoder,
+    StatusUpdate,
+)
 from firmware.core import contract
 
 log = logging.getLogger(__name__)
+QUARANTINE_COUNT_EVERY = 30.0  # seconds between counts of the quarantined devices
 
 #: Applies a status of a gateway (the session, its id, online?): None when the id is no
 #: gateway's, else the devices whose status it changed.
@@ -81,6 +87,7 @@ class StatusWorker:
         self.connection.subscribe(topic, self._on_message)
         self.updates = 0
         self._lock = threading.Lock()
+        self._quarantine_counted = -QUARANTINE_COUNT_EVERY
 
     def start(self) -> None:
         """Connect and follow status messages."""
@@ -195,6 +202,17 @@ class StatusWorker:
             log.error("device %s quarantined, a swapped board? %s", device.id, reason)
 
     def _refresh_gauge(self) -> None:
+        # The quarantine count changes rarely (and mostly through the API): counted at most
+        # every QUARANTINE_COUNT_EVERY seconds, not at every status of a connect storm.
+        now = time.monotonic()
+        count_quarantined = now >= self._quarantine_counted + QUARANTINE_COUNT_EVERY
         with self.database.transaction() as session:
             online = session.scalar(select(func.count()).where(DeviceStatus.online.is_(True)))
+            if count_quarantined:
+                quarantined = session.scalar(
+                    select(func.count()).where(Device.quarantine_reason.is_not(None))
+                )
         DEVICES_ONLINE.set(online or 0)
+        if count_quarantined:
+            self._quarantine_counted = now
+            DEVICES_QUARANTINED.set(quarantined or 0)

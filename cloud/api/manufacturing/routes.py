@@ -30,7 +30,7 @@ from cloud.api.records import commit
 from cloud.api.scoping import get_scoped, org_clause, target_org
 from cloud.db import request_session
 from cloud.devices.models import Device
-from cloud.manufacturing import approval, batches, enrollment, macpool
+from cloud.manufacturing import ManufacturingError, approval, batches, enrollment, macpool
 from cloud.manufacturing.enrollment import CsrSigner
 from cloud.manufacturing.models import BatchSerial, BatchState, MacPool, ProductionBatch
 from cloud.manufacturing.signing import pki_signer
@@ -232,16 +232,21 @@ class Enrollment(MethodView):
         writes nothing."""
         principal = current_principal()
         session = request_session()
-        done = enrollment.enroll(
-            session,
-            enrollment.Enrollment(
-                data["serial"], data["csr"], data["chip_id"], data["slave_ids"], data["mac"]
-            ),
-            principal,
-            csr_signer(),
-            lambda org: principal.may_in("manufacturing:enroll", org),
-            _settings().factory_firmware,
-        )
+        try:
+            done = enrollment.enroll(
+                session,
+                enrollment.Enrollment(
+                    data["serial"], data["csr"], data["chip_id"], data["slave_ids"], data["mac"]
+                ),
+                principal,
+                csr_signer(),
+                lambda org: principal.may_in("manufacturing:enroll", org),
+                _settings().factory_firmware,
+            )
+        except ManufacturingError as refused:
+            enrollment.ENROLLMENTS.labels(refused.reason).inc()
+            raise
+        enrollment.ENROLLMENTS.labels("enrolled").inc()
         # The charger checks guest credentials offline with these (made on first use).
         guest_keys = guestpass.nvs_record(session, _settings())
         commit()
