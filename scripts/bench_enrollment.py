@@ -371,6 +371,53 @@ def split_in_process(settings: Settings, csrs: list[str], serials: list[str]) ->
     )
 
 
+def request_in_process(settings: Settings, token: str, serials: list[str], csrs: list[str]) -> None:
+    """The same request through the app in this process (Flask's test client: no HTTP, no
+    gunicorn), one at a time: its CPU, and the SQL statements it sends and the time they take
+    (round trip to MariaDB included), counted at the engine."""
+    from sqlalchemy import event
+
+    from cloud.app import create_app
+    from cloud.db import get_database
+
+    app = create_app(settings)
+    engine = get_database(app).engine
+    sql = {"statements": 0, "seconds": 0.0}
+
+    def before(conn: Any, *_: Any) -> None:
+        conn.info["bench.began"] = time.perf_counter()
+
+    def after(conn: Any, *_: Any) -> None:
+        sql["statements"] += 1
+        sql["seconds"] += time.perf_counter() - conn.info.pop("bench.began")
+
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "after_cursor_execute", after)
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {token}"}
+    cpu = time.process_time()
+    began = time.perf_counter()
+    for n, (serial, pem) in enumerate(zip(serials, csrs, strict=True)):
+        body = {
+            "serial": serial,
+            "csr": pem,
+            "chip_id": f"58cf7c{n:06x}",
+            "slave_ids": [f"58cf7d{n:06x}", f"58cf7e{n:06x}"],
+        }
+        answer = client.post("/api/v1/enrollment", json=body, headers=headers)
+        if answer.status_code != 201:
+            raise SystemExit(f"in-process enrollment refused: {answer.get_json()}")
+    wall = (time.perf_counter() - began) / len(serials)
+    cpu = (time.process_time() - cpu) / len(serials)
+    engine.dispose()
+    print(
+        f"  in this process, one at a time through the app (no HTTP): {wall * 1e3:.1f} ms per"
+        f" enrollment, {cpu * 1e3:.1f} ms of it CPU; {sql['statements'] / len(serials):.0f} SQL"
+        f" statements per enrollment taking {sql['seconds'] / len(serials) * 1e3:.1f} ms"
+        " (driver, round trip and MariaDB; the commit not counted)"
+    )
+
+
 def bench_enrollment(count: int, concurrency: int, threads: int) -> None:
     """Part 1 (see the module docstring)."""
     print(f"\n== enrollment: {count} boards, {concurrency} station threads, 1 API process")
@@ -402,12 +449,16 @@ def bench_enrollment(count: int, concurrency: int, threads: int) -> None:
         port = free_port()
         api = start_api(env, port)
         try:
-            line = set_up_line(port, admin_password, count)
+            # One more for the CAs' first use, and a few for the in-process measure.
+            extra = min(200, count)
+            line = set_up_line(port, admin_password, 1 + count + extra)
             csrs = []
             for n, serial in enumerate(line.serials, 1):
                 csrs.append(device_csr(serial))
-                if n % 500 == 0 or n == count:
-                    progress(n, count, "boards' keys and CSRs")
+                if n % 500 == 0 or n == len(line.serials):
+                    progress(n, len(line.serials), "boards' keys and CSRs")
+            later = Line(line.station_token, line.serials[-extra:]), csrs[-extra:]
+            line.serials, csrs = line.serials[:-extra], csrs[:-extra]
             # The first enrollment makes the CAs (keys, certificates, first CRL): not timed.
             first = Api(port, line.station_token).call(
                 "POST",
@@ -453,6 +504,7 @@ def bench_enrollment(count: int, concurrency: int, threads: int) -> None:
                 else " MariaDB's CPU not readable"
             )
         )
+        request_in_process(settings, later[0].station_token, later[0].serials, later[1])
         split_in_process(settings, csrs, line.serials)
 
 
@@ -585,6 +637,16 @@ use_identity_as_username true
 """
 
 
+def listen_drops() -> int:
+    """The kernel's count of connections dropped at a full accept queue (TcpExt ListenDrops,
+    every listener of the machine): a storm beyond the broker's listen backlog shows here."""
+    lines = Path("/proc/net/netstat").read_text().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            return int(dict(zip(names.split(), values.split(), strict=True))["ListenDrops"])
+    return 0
+
+
 def raise_nofile() -> None:
     """Let this process (and what it starts) hold as many descriptors as the system allows."""
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -674,6 +736,16 @@ class Tally:
     last: float = 0.0
 
 
+@dataclasses.dataclass(frozen=True)
+class StormOptions:
+    """How the chargers connect."""
+
+    rate: float  # chargers started per second; 0: all at once
+    timeout: float  # seconds an attempt may take before it is abandoned and retried
+    in_flight: int  # attempts under way at most; 0: no bound
+    loop: str  # "uvloop" or "asyncio"
+
+
 def client_context(charger: Charger, server_ca: Path) -> ssl.SSLContext:
     """The TLS client side of one charger: its own certificate, the broker's CA."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -689,21 +761,24 @@ async def one_charger(
     tally: Tally,
     began: float,
     held: list[asyncio.StreamWriter],
-    timeout: float,
+    options: StormOptions,
+    gate: asyncio.Semaphore,
 ) -> None:
     """Connect (TLS, CONNECT, CONNACK) and hold the connection; on failure back off with
     jitter and try again, as the firmware does, up to ten attempts. A revoked charger tries
-    once."""
+    once. ``gate`` bounds the attempts under way (``--in-flight``)."""
+    timeout = options.timeout
     for attempt in range(10):
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(
-                    "127.0.0.1", port, ssl=context, server_hostname="127.0.0.1"
-                ),
-                timeout,
-            )
-            writer.write(mqtt_connect(charger.device_id, 0))
-            connack = await asyncio.wait_for(reader.readexactly(4), timeout)
+            async with gate:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(
+                        "127.0.0.1", port, ssl=context, server_hostname="127.0.0.1"
+                    ),
+                    timeout,
+                )
+                writer.write(mqtt_connect(charger.device_id, 0))
+                connack = await asyncio.wait_for(reader.readexactly(4), timeout)
         except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
             # TLS 1.3: the broker judges the client's certificate after the client's side of
             # the handshake is done, so a refusal shows up as the connection dropped here.
@@ -736,10 +811,10 @@ async def one_charger(
 
 
 async def storm(
-    chargers: list[Charger], server_ca: Path, broker: StormBroker, rate: float, timeout: float
-) -> tuple[Tally, float, tuple[float, int, int], tuple[float, int, int]]:
-    """Every charger at once (or ``rate`` per second); the tally, the storm's start, and the
-    broker's usage before and after."""
+    chargers: list[Charger], server_ca: Path, broker: StormBroker, options: StormOptions
+) -> tuple[Tally, tuple[float, int, int], tuple[float, int, int]]:
+    """Every charger at once (or ``rate`` per second); the tally and the broker's usage before
+    and after."""
     contexts = []
     for n, charger in enumerate(chargers, 1):
         contexts.append(client_context(charger, server_ca))
@@ -747,6 +822,8 @@ async def storm(
             progress(n, len(chargers), "client TLS contexts")
     tally = Tally()
     held: list[asyncio.StreamWriter] = []
+    gate = asyncio.Semaphore(options.in_flight or len(chargers))
+    rate = options.rate
     before = broker.usage()
     began = time.monotonic()
     tasks = []
@@ -755,7 +832,7 @@ async def storm(
             await asyncio.sleep(max(0.0, began + n / rate - time.monotonic()))
         tasks.append(
             asyncio.create_task(
-                one_charger(charger, context, broker.port, tally, began, held, timeout)
+                one_charger(charger, context, broker.port, tally, began, held, options, gate)
             )
         )
     pending = set(tasks)
@@ -767,11 +844,12 @@ async def storm(
     steady = broker.usage()
     for writer in held:
         writer.close()
-    return tally, began, before, (after[0], steady[1], steady[2])
+    return tally, before, (after[0], steady[1], steady[2])
 
 
-def bench_storm(count: int, revoked: int, rate: float, timeout: float, loop: str) -> None:
+def bench_storm(count: int, revoked: int, options: StormOptions) -> None:
     """Part 2 (see the module docstring)."""
+    rate = options.rate
     raise_nofile()
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < count + 100:
@@ -779,6 +857,7 @@ def bench_storm(count: int, revoked: int, rate: float, timeout: float, loop: str
     print(
         f"\n== storm: {count} chargers ({revoked} revoked) connecting with their certificates"
         f" to Mosquitto, {'all at once' if rate <= 0 else f'{rate:.0f} per second'}"
+        + (f", at most {options.in_flight} attempts under way" if options.in_flight else "")
     )
     with tempfile.TemporaryDirectory(prefix="bench-storm-") as tmp:
         directory = Path(tmp)
@@ -788,15 +867,17 @@ def bench_storm(count: int, revoked: int, rate: float, timeout: float, loop: str
         try:
             usage = resource.getrusage(resource.RUSAGE_SELF)
             client_cpu = usage.ru_utime + usage.ru_stime
-            work = storm(chargers, broker.server_ca, broker, rate, timeout)
-            if loop == "uvloop":
+            drops = listen_drops()
+            work = storm(chargers, broker.server_ca, broker, options)
+            if options.loop == "uvloop":
                 import uvloop
 
-                tally, _, before, after = uvloop.run(work)
+                tally, before, after = uvloop.run(work)
             else:
-                tally, _, before, after = asyncio.run(work)
+                tally, before, after = asyncio.run(work)
             usage = resource.getrusage(resource.RUSAGE_SELF)
             client_cpu = usage.ru_utime + usage.ru_stime - client_cpu
+            drops = listen_drops() - drops
         finally:
             broker.stop()
         good = count - revoked
@@ -810,7 +891,8 @@ def bench_storm(count: int, revoked: int, rate: float, timeout: float, loop: str
         print(
             f"  failed attempts (retried with back-off): {tally.failures} ({reasons}); gave up:"
             f" {tally.gave_up}; revoked refused: {tally.refused} of {revoked}, admitted:"
-            f" {tally.wrongly_admitted}"
+            f" {tally.wrongly_admitted}; connection attempts dropped at the broker's full accept"
+            f" queue (kernel ListenDrops): {drops}"
         )
         cpu = after[0] - before[0]
         per_connection = (after[1] - before[1]) / max(tally.connected, 1)
@@ -842,6 +924,12 @@ def main() -> None:
         "--timeout", type=float, default=30, help="seconds a charger waits per attempt"
     )
     parser.add_argument(
+        "--in-flight",
+        type=int,
+        default=0,
+        help="connection attempts under way at most (0: no bound, a true storm)",
+    )
+    parser.add_argument(
         "--loop", choices=["asyncio", "uvloop"], default="uvloop", help="the chargers' loop"
     )
     args = parser.parse_args()
@@ -853,7 +941,8 @@ def main() -> None:
         bench_enrollment(args.enrollments, args.concurrency, args.api_threads)
     if args.part in ("storm", "both"):
         revoked = min(args.revoked, args.devices // 2)
-        bench_storm(args.devices, revoked, args.rate, args.timeout, args.loop)
+        options = StormOptions(args.rate, args.timeout, args.in_flight, args.loop)
+        bench_storm(args.devices, revoked, options)
 
 
 if __name__ == "__main__":
