@@ -478,8 +478,10 @@ def bench_enrollment(count: int, concurrency: int, threads: int) -> None:
             cpu_api = sum(cpu_of(p) for p in processes)
             cpu_db = cpu_of(mariadb) if mariadb else 0.0
             began = time.monotonic()
+            station_cpu = time.process_time()
             latencies = enroll_all(port, line, csrs, concurrency)
             seconds = time.monotonic() - began
+            station_cpu = time.process_time() - station_cpu
             cpu_api = sum(cpu_of(p) for p in processes) - cpu_api
             cpu_db = (cpu_of(mariadb) if mariadb else 0.0) - cpu_db
         finally:
@@ -499,10 +501,11 @@ def bench_enrollment(count: int, concurrency: int, threads: int) -> None:
             f" enrollments/s on a core of its own ({cpu_api / seconds:.2f} cores busy);"
             + (
                 f" MariaDB {cpu_db / max(done, 1) * 1e3:.1f} ms per enrollment"
-                f" ({cpu_db / seconds:.2f} cores)"
+                f" ({cpu_db / seconds:.2f} cores, the whole server's)"
                 if mariadb
                 else " MariaDB's CPU not readable"
             )
+            + f"; the station threads {station_cpu / seconds:.2f} cores"
         )
         request_in_process(settings, later[0].station_token, later[0].serials, later[1])
         split_in_process(settings, csrs, line.serials)
