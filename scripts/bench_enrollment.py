@@ -1,5 +1,4 @@
-"""Enrollment benchmark: factory enrollments per API process, and a storm of chargers connecting
-to Mosquitto with their certificates.
+"""Enrollment benchmark: enrollments per API process, and a storm of chargers with certificates.
 
 1. ``enroll``: a throwaway MariaDB database (dropped at the end), migrated and seeded, and a real
    API process (``ampfleet api --workers 1``: gunicorn, gthread) on a free port. Over HTTP, as a
@@ -47,6 +46,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -193,8 +193,9 @@ class Api:
         made: dict[str, Any] = answer
         return made
 
-    def token_for(self, form: str) -> str:
-        status, answer = self.call("POST", "/auth/token", form=form)
+    def token_for(self, **grant: str) -> str:
+        """An access token for the OAuth grant ``grant`` (form fields)."""
+        status, answer = self.call("POST", "/auth/token", form=urllib.parse.urlencode(grant))
         if status != 200:
             raise SystemExit(f"token: {status} {answer}")
         return str(answer["access_token"])
@@ -240,7 +241,7 @@ def set_up_line(port: int, admin_password: str, count: int) -> Line:
     organization's admin, and a factory station's API client: all over HTTP."""
     admin = Api(port)
     admin.token = admin.token_for(
-        f"grant_type=password&username={ADMIN_EMAIL}&password={admin_password}"
+        grant_type="password", username=ADMIN_EMAIL, password=admin_password
     )
     org = admin.made("/organizations", {"slug": "bench-factory", "name": "Bench factory"})
     password = secrets.token_urlsafe(16)
@@ -256,7 +257,7 @@ def set_up_line(port: int, admin_password: str, count: int) -> Line:
     )
     approver = Api(port)
     approver.token = approver.token_for(
-        f"grant_type=password&username={approver_email}&password={password}"
+        grant_type="password", username=approver_email, password=password
     )
     admin.made(
         "/mac-pools", {"organization_id": org["id"], "first": "02:BE:4C:00:00:00", "size": count}
@@ -284,8 +285,9 @@ def set_up_line(port: int, admin_password: str, count: int) -> Line:
         },
     )
     station = Api(port).token_for(
-        f"grant_type=client_credentials&client_id={client['client_id']}"
-        f"&client_secret={client['client_secret']}"
+        grant_type="client_credentials",
+        client_id=client["client_id"],
+        client_secret=client["client_secret"],
     )
     return Line(station, serials)
 
