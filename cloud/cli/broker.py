@@ -123,7 +123,7 @@ def _resync_once(settings: Settings) -> str:
         return "embedded broker: it reads the registry, nothing to resync"
     database = Database(settings.database_url)
     try:
-        accounts = active_accounts(database)
+        accounts = active_accounts(database, passwords=settings.device_passwords)
         registered = device_ids(database)
         report = broker_admin(settings).resync(accounts, registered=registered)
     except (BrokerAdminError, SettingsError) as exc:

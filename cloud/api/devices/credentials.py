@@ -17,6 +17,7 @@ from flask import current_app
 from flask.views import MethodView
 
 from broker.admin import BrokerAdmin, broker_admin
+from broker.registry import account_of
 from cloud.api.auth import current_principal, requires
 from cloud.api.blueprint import Blueprint
 from cloud.api.devices.credentials_schemas import CredentialSchema, IssuedCredentialSchema
@@ -25,7 +26,7 @@ from cloud.api.errors import fail, not_found
 from cloud.api.identity.users import hasher
 from cloud.api.records import commit
 from cloud.audit.service import record
-from cloud.db import request_session, utcnow
+from cloud.db import get_database, request_session, utcnow
 from cloud.devices.credentials import DeviceCredential, may_connect, new_password
 from cloud.devices.models import Device, LifecycleState
 from cloud.settings import Settings
@@ -90,6 +91,12 @@ def _check_issuable(device: Device) -> None:
         fail(409, message=f"device id {device.id!r} is reserved for a broker account of the cloud")
     if device.state is LifecycleState.DECOMMISSIONED:
         fail(409, message="the device is decommissioned: it gets no credentials")
+    if not settings.device_passwords:
+        fail(
+            409,
+            message="device passwords are off (AMPFLEET_BROKER_DEVICE_PASSWORDS): devices "
+            "connect with a certificate of the platform PKI (docs/mutual-tls.md)",
+        )
 
 
 def _push(what: str, device_id: str, change: Callable[[BrokerAdmin], None]) -> bool:
@@ -99,13 +106,28 @@ def _push(what: str, device_id: str, change: Callable[[BrokerAdmin], None]) -> b
     except Exception:
         # The registry already holds the change: the request succeeds, resync catches up.
         log.exception(
-            "broker not updated for the %s of %s's credentials; `ampfleet broker resync` "
-            "applies it",
+            "broker not updated after the %s of %s; `ampfleet broker resync` applies it",
             what,
             device_id,
         )
         return False
     return True
+
+
+def refresh_broker(what: str, device_id: str, *, kick: bool = False) -> bool:
+    """Once a change is committed, give the broker the device's account as the registry has it
+    now (``BrokerAdmin.refresh_device``): after a certificate is issued or revoked, a
+    quarantine put or released, an approval. ``kick`` disconnects the device too. False
+    (logged) when the broker could not be told: the API call still succeeds, resync catches up.
+    """
+    settings = _settings()
+
+    def change(admin: BrokerAdmin) -> None:
+        database = get_database(current_app)
+        account = account_of(database, device_id, passwords=settings.device_passwords)
+        admin.refresh_device(device_id, account, kick=kick)
+
+    return _push(what, device_id, change)
 
 
 def _audit(device: Device, action: str, details: dict[str, Any]) -> None:
@@ -155,7 +177,7 @@ class Credentials(MethodView):
         _audit(device, "device.credentials_issue", {"username": device.id})
         commit()
         synced = _push(
-            "issue",
+            "credentials issue",
             device.id,
             lambda admin: admin.upsert_device(
                 device.id,
@@ -180,7 +202,8 @@ class Credentials(MethodView):
         credential.revoked_at = utcnow()
         _audit(device, "device.credentials_revoke", {"username": device.id})
         commit()
-        _push("revocation", device.id, lambda admin: admin.remove_device(device.id))
+        # A device that also holds a certificate keeps its account (without the password).
+        refresh_broker("credentials revocation", device.id, kick=True)
 
 
 @credentials.route("/<string(maxlength=64):device_id>/credentials/rotate", endpoint="Rotation")
@@ -201,7 +224,7 @@ class Rotation(MethodView):
         _audit(device, "device.credentials_rotate", {"username": device.id})
         commit()
         synced = _push(
-            "rotation",
+            "credentials rotation",
             device.id,
             lambda admin: admin.upsert_device(
                 device.id,

@@ -14,6 +14,7 @@ from sqlalchemy import Select, false, select
 
 from cloud.api.auth import current_principal, requires
 from cloud.api.blueprint import Blueprint
+from cloud.api.devices.credentials import refresh_broker
 from cloud.api.devices.schemas import DeviceSchema
 from cloud.api.manufacturing.schemas import (
     BatchCreateSchema,
@@ -243,6 +244,8 @@ class Enrollment(MethodView):
         )
         commit()
         device = done.device
+        # Its certificate is its broker account (Mosquitto: a dynamic-security client + role).
+        refresh_broker("enrollment", device.id)
         return {
             "device_id": device.id,
             "serial": device.serial,
@@ -293,4 +296,6 @@ class DeviceApproval(MethodView):
         )
         approval.approve_device(request_session(), device, current_principal())
         commit()
+        # Full rights now; disconnected so that it reconnects and subscribes under them.
+        refresh_broker("approval", device.id, kick=True)
         return device
