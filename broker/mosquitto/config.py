@@ -41,7 +41,7 @@ per_listener_settings false
 allow_anonymous false
 plugin ${plugin}
 plugin_opt_config_file ${dynsec_file}
-${user_line}
+${user_line}${pid_line}
 # Retained messages (device status), persistent sessions and queued QoS 1 commands survive a
 # restart. The dynamic-security plugin keeps its accounts in its own file (above).
 persistence true
@@ -112,6 +112,8 @@ class MosquittoConfig:
     max_packet_size: int = 0
     plugin: str = DYNSEC_PLUGIN
     log_dest: str = "stdout"
+    # Where Mosquitto writes its process id: `ampfleet broker crl-reload` signals it.
+    pid_file: str = ""
 
 
 def render(config: MosquittoConfig) -> str:
@@ -142,6 +144,7 @@ def render(config: MosquittoConfig) -> str:
         plugin=config.plugin,
         dynsec_file=config.dynsec_file,
         user_line=f"user {config.user}\n" if config.user else "",
+        pid_line=f"pid_file {config.pid_file}\n" if config.pid_file else "",
         persistence_dir=config.persistence_dir.rstrip("/"),
         max_packet_line=(
             f"max_packet_size {config.max_packet_size}" if config.max_packet_size else ""
