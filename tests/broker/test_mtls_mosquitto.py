@@ -308,3 +308,42 @@ def test_quarantined_devices_may_publish_their_status_only_until_approved(
             cloud.publish(f"{topic}/cmd", b"go")
             cloud.drain(QUIET)
             assert charger.drain(QUIET) == []
+
+
+def test_what_mosquitto_2_0_11_does_with_a_certificate_and_dynamic_security(
+    setup: Setup,
+) -> None:
+    """The findings docs/mutual-tls.md builds on: at a certificate CONNECT dynamic security is
+    not consulted (a disabled or missing client connects), only its ACLs hold the device;
+    SIGHUP keeps connected clients."""
+    device = setup.device()
+    topic = f"af/{device.device_id}"
+    control = setup.server.provisioner()
+
+    def answers(*commands: dict[str, Any]) -> None:
+        for answer in control.execute(list(commands)):
+            assert "error" not in answer, answer
+
+    with setup.service() as cloud:
+        assert not cloud.subscribe(f"{topic}/#").is_failure
+        # Disabled: kicked, but let in again with its rights (the flag is a password check).
+        answers({"command": "disableClient", "username": device.device_id})
+        with setup.mqtt(device).connected() as charger:
+            charger.publish(f"{topic}/telemetry", b"{}")
+            assert cloud.expect().topic == f"{topic}/telemetry"
+        # Missing: let in with no rights at all (deny by default).
+        answers({"command": "deleteClient", "username": device.device_id})
+        with setup.mqtt(device).connected() as charger:
+            charger.publish(f"{topic}/telemetry", b"{}")
+            assert charger.subscribe(f"{topic}/cmd").is_failure
+            assert cloud.drain(QUIET) == []
+        # What the registry says comes back with a refresh (or a resync).
+        settings = app_settings(setup.app)
+        refresher(broker_admin(settings), get_database(setup.app), passwords=False)(
+            device.device_id
+        )
+        with setup.mqtt(device).connected() as charger:
+            setup.server.reload()  # re-reads the CRL; the session stays
+            assert not charger.wait_disconnected(QUIET)
+            charger.publish(f"{topic}/telemetry", b"{}")
+            assert cloud.expect().topic == f"{topic}/telemetry"
