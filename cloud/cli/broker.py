@@ -92,9 +92,10 @@ def run(wait_for_workers: bool) -> None:
 def resync(interval: float | None, health_file: Path | None) -> None:
     """Make Mosquitto's accounts exactly the registry's (idempotent).
 
-    Creates or repairs the service account and each device's role; disables devices that
-    are suspended or decommissioned; deletes the accounts of devices without an active
-    credential. Only password hashes are stored, so a device whose account Mosquitto lost
+    Creates or repairs the service account and each device's role (narrowed to publishing its
+    status while it is quarantined or not approved); disables devices that are suspended or
+    decommissioned; deletes the accounts of devices without an active credential or a
+    certificate in force. Only password hashes are stored, so a device whose account Mosquitto lost
     (or whose rotation it missed) is disabled and listed: rotate its credentials. With the
     embedded broker there is nothing to do: it reads the registry itself.
     """

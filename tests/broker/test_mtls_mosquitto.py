@@ -205,6 +205,9 @@ def test_a_device_with_its_certificate_publishes_and_receives(setup: Setup) -> N
             ):
                 assert not victim.wait_disconnected(QUIET)
     # No password on any listener: the device account has none (passwords are off).
+    refused = setup.admin.post(f"/devices/{device.device_id}/credentials")
+    assert refused.status_code == 409
+    assert "AMPFLEET_BROKER_DEVICE_PASSWORDS" in refused.get_json()["message"]
     plain = Mqtt(setup.server.host, setup.server.port, device.device_id, "", device.device_id)
     assert plain.connect().is_failure
     plain.close()
