@@ -345,8 +345,9 @@ class MosquittoProvisioner:
             recreated = any(c["command"] == "deleteClient" for c in commands)
             kicked = any(c["command"] == "disableClient" for c in commands)
             if kick and client is not None and not (recreated or kicked):
-                # No kick command in Mosquitto 2.0: disabling a client disconnects it.
-                if client.disabled:
+                # No kick command in Mosquitto 2.0: disabling a client disconnects it. The
+                # plan has already set ``disabled`` as the account wants it; so does the kick.
+                if not account.enabled:
                     commands += [
                         {"command": "enableClient", "username": device_id},
                         {"command": "disableClient", "username": device_id},

@@ -350,3 +350,16 @@ def test_what_mosquitto_2_0_11_does_with_a_certificate_and_dynamic_security(
             assert not charger.wait_disconnected(QUIET)
             charger.publish(f"{topic}/telemetry", b"{}")
             assert cloud.expect().topic == f"{topic}/telemetry"
+
+
+def test_a_decommissioned_device_is_disconnected_and_refused(setup: Setup) -> None:
+    device = setup.device()
+    with setup.mqtt(device).connected() as charger:
+        path = f"/devices/{device.device_id}"
+        changed = setup.admin.patch(path, json={"state": "decommissioned"})
+        assert changed.status_code == 200, changed.get_json()
+        assert charger.wait_disconnected(2.0)  # its certificates revoked, its account gone
+    deadline = time.monotonic() + 3
+    while (answer := setup.handshake(device)) == "connack" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "alert_certificate_revoked" in answer, answer

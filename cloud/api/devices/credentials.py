@@ -2,36 +2,31 @@
 
 The password is returned once, by the issue and by each rotation; the records keep its
 argon2id hash only. Every change is written to the registry first, then pushed to the broker
-(``broker.admin.BrokerAdmin``). When the broker cannot be reached the request still succeeds:
+(``cloud.api.devices.broker_sync``). When the broker cannot be reached the request still succeeds:
 the registry is the truth, the failure is logged, and ``ampfleet broker resync`` applies it
 (on Mosquitto a stale password is disabled; the embedded broker reads the registry itself).
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
 from typing import Any
 
 from flask import current_app
 from flask.views import MethodView
 
-from broker.admin import BrokerAdmin, broker_admin
-from broker.registry import account_of
 from cloud.api.auth import current_principal, requires
 from cloud.api.blueprint import Blueprint
+from cloud.api.devices.broker_sync import push, refresh_broker
 from cloud.api.devices.credentials_schemas import CredentialSchema, IssuedCredentialSchema
 from cloud.api.devices.routes import get_device
 from cloud.api.errors import fail, not_found
 from cloud.api.identity.users import hasher
 from cloud.api.records import commit
 from cloud.audit.service import record
-from cloud.db import get_database, request_session, utcnow
+from cloud.db import request_session, utcnow
 from cloud.devices.credentials import DeviceCredential, may_connect, new_password
 from cloud.devices.models import Device, LifecycleState
 from cloud.settings import Settings
-
-log = logging.getLogger(__name__)
 
 PERMISSION = "devices:credentials"
 
@@ -46,15 +41,6 @@ credentials = Blueprint(
 def _settings() -> Settings:
     settings: Settings = current_app.extensions["ampfleet.settings"]
     return settings
-
-
-def app_broker_admin() -> BrokerAdmin:
-    """The app's broker admin (chosen by ``settings.broker``), made on first use."""
-    admin: BrokerAdmin | None = current_app.extensions.get("ampfleet.broker_admin")
-    if admin is None:
-        admin = broker_admin(_settings())
-        current_app.extensions["ampfleet.broker_admin"] = admin
-    return admin
 
 
 def describe(credential: DeviceCredential, **secret: Any) -> dict[str, Any]:
@@ -97,37 +83,6 @@ def _check_issuable(device: Device) -> None:
             message="device passwords are off (AMPFLEET_BROKER_DEVICE_PASSWORDS): devices "
             "connect with a certificate of the platform PKI (docs/mutual-tls.md)",
         )
-
-
-def _push(what: str, device_id: str, change: Callable[[BrokerAdmin], None]) -> bool:
-    """Apply a committed change to the broker; False (logged) when that failed."""
-    try:
-        change(app_broker_admin())
-    except Exception:
-        # The registry already holds the change: the request succeeds, resync catches up.
-        log.exception(
-            "broker not updated after the %s of %s; `ampfleet broker resync` applies it",
-            what,
-            device_id,
-        )
-        return False
-    return True
-
-
-def refresh_broker(what: str, device_id: str, *, kick: bool = False) -> bool:
-    """Once a change is committed, give the broker the device's account as the registry has it
-    now (``BrokerAdmin.refresh_device``): after a certificate is issued or revoked, a
-    quarantine put or released, an approval. ``kick`` disconnects the device too. False
-    (logged) when the broker could not be told: the API call still succeeds, resync catches up.
-    """
-    settings = _settings()
-
-    def change(admin: BrokerAdmin) -> None:
-        database = get_database(current_app)
-        account = account_of(database, device_id, passwords=settings.device_passwords)
-        admin.refresh_device(device_id, account, kick=kick)
-
-    return _push(what, device_id, change)
 
 
 def _audit(device: Device, action: str, details: dict[str, Any]) -> None:
@@ -176,7 +131,7 @@ class Credentials(MethodView):
         session.flush()
         _audit(device, "device.credentials_issue", {"username": device.id})
         commit()
-        synced = _push(
+        synced = push(
             "credentials issue",
             device.id,
             lambda admin: admin.upsert_device(
@@ -223,7 +178,7 @@ class Rotation(MethodView):
         credential.rotated_at = utcnow()
         _audit(device, "device.credentials_rotate", {"username": device.id})
         commit()
-        synced = _push(
+        synced = push(
             "credentials rotation",
             device.id,
             lambda admin: admin.upsert_device(

@@ -14,7 +14,7 @@ from sqlalchemy import Select, false, select
 
 from cloud.api.auth import current_principal, requires
 from cloud.api.blueprint import Blueprint
-from cloud.api.devices.credentials import refresh_broker
+from cloud.api.devices.broker_sync import refresh_broker
 from cloud.api.devices.schemas import DeviceSchema
 from cloud.api.manufacturing.schemas import (
     BatchCreateSchema,

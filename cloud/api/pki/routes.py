@@ -18,7 +18,7 @@ from sqlalchemy import ColumnElement, Select, select, true
 
 from cloud.api.auth import current_principal, requires
 from cloud.api.blueprint import Blueprint
-from cloud.api.devices.credentials import refresh_broker
+from cloud.api.devices.broker_sync import refresh_broker
 from cloud.api.devices.routes import get_device
 from cloud.api.errors import forbidden, not_found
 from cloud.api.pki.schemas import (
