@@ -8,8 +8,9 @@ modification time) and signals the broker. It runs beside Mosquitto, where the b
 can be signalled (same host, or a container sharing its PID namespace):
 ``ampfleet broker crl-reload --pid-file ...``.
 
-A SIGHUP costs little: Mosquitto re-reads its configuration and the listeners' certificates;
-connected clients stay connected and the dynamic-security accounts are untouched.
+A SIGHUP costs little: Mosquitto re-reads its configuration and the listeners' certificates,
+CA file and CRL; connected clients stay connected and the dynamic-security accounts are
+untouched.
 """
 
 from __future__ import annotations

@@ -29,8 +29,10 @@ from broker.mosquitto.crl_reload import CrlWatcher
 from broker.mosquitto.tls import ensure_tls_files
 from broker.registry import refresher
 from cloud.db import get_database, utcnow
-from cloud.devices import quarantine
+from cloud.devicelink.endpoint import Endpoint
 from cloud.devices.models import Device
+from cloud.devices.status import StatusUpdate
+from cloud.devices.status_worker import StatusWorker
 from cloud.pki import authorities, crl, issuance
 from tests.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, Client, Tenant
 from tests.link import AppFactory, app_settings
@@ -296,15 +298,29 @@ def test_quarantined_devices_may_publish_their_status_only_until_approved(
             charger.publish(f"{topic}/telemetry", b"{}")
             assert cloud.expect().topic == f"{topic}/telemetry"
 
-            # The status worker quarantines it again (a swapped board): from the next
-            # message on it may publish its status only, and receives nothing.
-            with get_database(setup.app).transaction() as session:
+            # The status worker quarantines it again (a swapped board: its status names
+            # another slave than enrolled) and tells the broker, as `ampfleet worker status`
+            # wires it: from the next message on it may publish its status only.
+            database = get_database(setup.app)
+            with database.transaction() as session:
                 stored = session.get(Device, waiting.device_id)
                 assert stored is not None
-                assert quarantine.put(session, stored, "hardware IDs changed: test")
+                stored.chip_id, stored.slave_ids = "58cf79000001", ["58cf79000002"]
             settings = app_settings(setup.app)
-            told = refresher(broker_admin(settings), get_database(setup.app), passwords=False)
-            told(waiting.device_id)
+            worker = StatusWorker(
+                database,
+                Endpoint(setup.server.host, setup.server.port, False, "unused", "unused"),
+                "status-test",
+                setup.directory,
+                shared_subscriptions=False,
+                on_quarantine=refresher(broker_admin(settings), database, passwords=False),
+            )
+            swapped = {"chip": "58cf79000001", "slaves": {"meter": "aabbccddeeff"}}
+            worker.apply(StatusUpdate(waiting.device_id, True, None, "1.0.0", hardware=swapped))
+            worker.rejects.close()
+            with database.transaction() as session:
+                stored = session.get(Device, waiting.device_id)
+                assert stored is not None and stored.quarantine_reason
             charger.publish(f"{topic}/telemetry", b"{}")
             charger.publish(f"{topic}/status", b'{"online": true}')
             assert [m.topic for m in cloud.drain(QUIET)] == [f"{topic}/status"]
