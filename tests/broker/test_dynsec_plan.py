@@ -9,7 +9,13 @@ from typing import Any
 
 from broker.admin import CERTIFICATE_ONLY, DeviceAccount
 from broker.mosquitto import dynsec
-from broker.mosquitto.config import MosquittoConfig, initial_dynsec, password_hash, render
+from broker.mosquitto.config import (
+    MosquittoConfig,
+    initial_dynsec,
+    password_hash,
+    render,
+    seed_devices,
+)
 from broker.mosquitto.dynsec import ClientState, plan
 
 SERVICE = {"service_user": "svc", "service_password": "svc-pw", "admin_user": "adm"}
@@ -248,3 +254,12 @@ def test_the_mutual_tls_listener_binds_the_certificate_to_username_and_client_id
         assert line in listener
     assert "pid_file /run/mosquitto.pid" in text
     assert text.count("\nlistener ") == 2  # the password listener stays
+
+
+def test_seeding_takes_certificate_only_devices_without_a_password() -> None:
+    document = initial_dynsec("adm", "adm-pw", "svc", "svc-pw")
+    seeded = seed_devices(document, [DeviceAccount("d1", CERTIFICATE_ONLY, quarantined=True)])
+    client = next(c for c in seeded["clients"] if c["username"] == "d1")
+    assert "password" not in client and client["clientid"] == "d1"
+    role = next(r for r in seeded["roles"] if r["rolename"] == "af-device-d1")
+    assert role["acls"] == dynsec.device_acls("d1", quarantined=True)
