@@ -56,6 +56,12 @@ def simulate(
     """Run DEVICES simulated chargers (real firmware core, simulated hardware and EVs) against
     the configured broker, registering them first; a status line shows the fleet."""
     settings = load_settings()
+    if not settings.device_passwords:
+        # The simulated chargers log in with passwords; a resync would strip them otherwise.
+        raise click.ClickException(
+            "the simulated chargers log in with MQTT passwords, which are off "
+            "(AMPFLEET_BROKER_DEVICE_PASSWORDS): set it to true to simulate"
+        )
     fleet_devices = enroll(settings, devices, prefix, family)
     asyncio.run(_run(settings, fleet_devices, family, duration, boot_rate, idle_mean))
 

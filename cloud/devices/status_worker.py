@@ -75,10 +75,16 @@ class StatusWorker:
         max_skew_ms: int = 300_000,
         gateways: Gateways | None = None,
         audit: AuditTrail | None = None,
+        on_quarantine: Callable[[str], None] | None = None,
     ) -> None:
         self.database = database
         self.gateways = gateways
         self.audit = audit
+        # Told the id of each device this worker quarantined, once that is committed: the
+        # broker narrows its rights at once (broker.registry.refresher; the embedded broker
+        # re-checks by itself). Injected: the registry domain does not import the broker.
+        self.on_quarantine = on_quarantine
+        self._quarantined: list[str] = []
         self.decoder = StatusDecoder(max_payload_bytes, max_skew_ms)
         self.rejects = RejectLog(data_dir / "rejected.jsonl")
         topic = shared(contract.topic("+", contract.STATUS), "status", shared_subscriptions)
@@ -114,6 +120,15 @@ class StatusWorker:
         """Record one status update (unknown devices are counted and ignored)."""
         if self._record(update):
             self._refresh_gauge()
+        with self._lock:
+            quarantined, self._quarantined = self._quarantined, []
+        for device_id in quarantined:
+            if self.on_quarantine is None:
+                continue
+            try:
+                self.on_quarantine(device_id)
+            except Exception:  # the quarantine stands in the records; a resync applies it
+                log.exception("the broker was not told that %s is quarantined", device_id)
 
     def _record(self, update: StatusUpdate) -> bool:
         now = utcnow()
@@ -186,6 +201,7 @@ class StatusWorker:
         if device.approved_at is None:
             if quarantine.put(session, device, NOT_APPROVED, self.audit, {"cause": "connected"}):
                 log.warning("device %s connected without approval: quarantined", device.id)
+                self._quarantined.append(device.id)
             return
         found = hardware.differences(device.chip_id, device.slave_ids, update.hardware)
         if not found:
@@ -196,6 +212,7 @@ class StatusWorker:
             "reported": update.hardware,
         }
         if quarantine.put(session, device, reason, self.audit, details):
+            self._quarantined.append(device.id)
             # The alarm: a counter to alert on, an error in the log, and the audited quarantine
             # entry (GET /api/v1/quarantine lists the device with this reason).
             hardware.HARDWARE_MISMATCHES.inc()

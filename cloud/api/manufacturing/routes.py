@@ -15,6 +15,7 @@ from sqlalchemy import Select, false, select
 from cloud.access import guestpass
 from cloud.api.auth import current_principal, requires
 from cloud.api.blueprint import Blueprint
+from cloud.api.devices.broker_sync import refresh_broker
 from cloud.api.devices.schemas import DeviceSchema
 from cloud.api.manufacturing.schemas import (
     BatchCreateSchema,
@@ -251,6 +252,8 @@ class Enrollment(MethodView):
         guest_keys = guestpass.nvs_record(session, _settings())
         commit()
         device = done.device
+        # Its certificate is its broker account (Mosquitto: a dynamic-security client + role).
+        refresh_broker("enrollment", device.id)
         return {
             "device_id": device.id,
             "serial": device.serial,
@@ -302,4 +305,6 @@ class DeviceApproval(MethodView):
         )
         approval.approve_device(request_session(), device, current_principal())
         commit()
+        # Full rights now; disconnected so that it reconnects and subscribes under them.
+        refresh_broker("approval", device.id, kick=True)
         return device
