@@ -262,6 +262,15 @@ DECLARED: tuple[Setting, ...] = (
         "Its password. Empty: generated once into `<data_dir>/broker-bridge-password`.",
     ),
     Setting(
+        "broker_device_passwords",
+        "",
+        "Whether devices may log in to the broker with an MQTT password (`true`/`false`) "
+        "besides a client certificate of the platform PKI (docs/mutual-tls.md): for boards "
+        "without certificates. Off, the API issues no device password and the broker's device "
+        "accounts hold none. Empty: `true` with the embedded broker (`ampfleet up`), `false` "
+        "with an external one (production).",
+    ),
+    Setting(
         "broker_admin_user",
         "ampfleet-admin",
         "Mosquitto dynamic-security admin account the provisioner uses (external broker).",
@@ -674,6 +683,7 @@ class Settings:
     broker_service_password: str
     broker_bridge_user: str
     broker_bridge_password: str
+    broker_device_passwords: str
     broker_admin_user: str
     broker_admin_password: str
     max_payload_bytes: int
@@ -740,6 +750,11 @@ class Settings:
         return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
 
     @property
+    def device_passwords(self) -> bool:
+        """Whether devices may log in to the broker with a password (else by certificate)."""
+        return self.broker_device_passwords == "true"
+
+    @property
     def data_path(self) -> Path:
         """The data directory (embedded-mode files)."""
         return self.data_dir
@@ -802,6 +817,13 @@ def _derive(s: Settings) -> Settings:
     device_approval = s.device_approval or (
         "registration" if s.broker == "embedded" else "whitelist"
     )
+    if s.broker_device_passwords != "":
+        try:
+            device_passwords = _parse_bool(str(s.broker_device_passwords))
+        except ValueError as exc:
+            raise SettingsError(f"AMPFLEET_BROKER_DEVICE_PASSWORDS: {exc}") from exc
+    else:  # off by default in production (an external broker): certificates only
+        device_passwords = s.broker == "embedded"
     pki_crl_file = s.pki_crl_file or str(s.data_dir / "pki" / "crl.pem")
     pki_ca_file = s.pki_ca_file or str(s.data_dir / "pki" / "ca-chain.pem")
     mail_backend = s.mail_backend or ("smtp" if s.smtp_host else "console")
@@ -817,6 +839,7 @@ def _derive(s: Settings) -> Settings:
         public_url=public_url,
         metrics_host=metrics_host,
         device_approval=device_approval,
+        broker_device_passwords="true" if device_passwords else "false",
         mail_backend=mail_backend,
         smtp_port=smtp_port,
         pki_crl_file=pki_crl_file,

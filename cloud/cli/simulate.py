@@ -108,6 +108,13 @@ def simulate(
             raise click.UsageError(f"--board connects over mutual TLS: {url} is not mqtts://")
         asyncio.run(_run_boards(url, ca_file, found, family, duration, boot_rate, idle_mean))
         return
+    if not settings.device_passwords:
+        # The simulated chargers log in with passwords; a resync would strip them otherwise.
+        raise click.ClickException(
+            "the simulated chargers log in with MQTT passwords, which are off "
+            "(AMPFLEET_BROKER_DEVICE_PASSWORDS): set it to true to simulate, or run enrolled "
+            "simulated boards over mutual TLS with --board"
+        )
     fleet_devices = enroll(settings, devices, prefix, family)
     asyncio.run(_run(settings, url, ca_file, fleet_devices, family, duration, boot_rate, idle_mean))
 

@@ -173,6 +173,8 @@ def ingest(client_id: str | None, metrics_port: int | None, shared: bool | None)
 @_shared
 def status(client_id: str | None, metrics_port: int | None, shared: bool | None) -> None:
     """Keep each device's online/offline state and last-seen time from its status topic."""
+    from broker.admin import broker_admin
+    from broker.registry import refresher
     from cloud.audit.service import system_recorder
     from cloud.db import Database
     from cloud.devicelink.endpoint import service_endpoint
@@ -180,8 +182,9 @@ def status(client_id: str | None, metrics_port: int | None, shared: bool | None)
     from cloud.ocpp.bridges import bridge_status
 
     settings = load_settings()
+    database = Database(settings.database_url)
     status_worker = StatusWorker(
-        Database(settings.database_url),
+        database,
         service_endpoint(settings),
         _client_id_for("status", client_id),
         settings.data_path,
@@ -190,6 +193,10 @@ def status(client_id: str | None, metrics_port: int | None, shared: bool | None)
         max_skew_ms=settings.max_clock_skew * 1000,
         gateways=bridge_status,  # an OCPP bridge's will marks its chargers offline
         audit=system_recorder("status"),
+        # A device quarantined here loses its rights on the broker at once (Mosquitto).
+        on_quarantine=refresher(
+            broker_admin(settings), database, passwords=settings.device_passwords
+        ),
     )
     _serve(settings, "status", "records", status_worker, metrics_port)
 
