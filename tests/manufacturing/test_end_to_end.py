@@ -7,27 +7,45 @@ factory wrote into its NVS."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
 import datetime as dt
+import queue
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pypdfium2 as pdfium
+import pytest
 import zxingcpp
 from click.testing import CliRunner
 from flask import Flask
+from werkzeug.serving import make_server
 
 from cloud.cli import main
+from cloud.db import get_database
+from cloud.mail.backends import EXTENSION as MAILER
+from cloud.mail.backends import open_mailer
+from cloud.pki import authorities, crl
 from firmware.core import contract
 from firmware.host import MemoryBroker, SimCharger, SimClock
+from firmware.host.boards import load_boards
 from firmware.host.esp32c3 import SimulatedBoard
+from firmware.host.fleet import Fleet
 from firmware.tools import nvs
 from firmware.tools.partitions import partition
 from tests.charging.test_invitations import new_guest
-from tests.helpers import Client, Tenant
+from tests.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, Client, Tenant
+from tests.link import AppFactory, app_settings
 from tests.manufacturing.support import approved_batch, mac_pool, station_client
 from tests.manufacturing.test_factory_cli import BROKER
+from tests.mqtt import Mqtt
 from tests.pairing.test_pairing_api import split
-from tests.services.smtp import SmtpServer
+from tests.services.mosquitto import Mosquitto
+from tests.services.smtp import SmtpServer, mail_settings
 from tests.tools import nvs_reader
 
 CHARGERS = 50
@@ -69,9 +87,66 @@ def rows_of(sheet: bytes) -> list[tuple[str, str]]:
     return rows
 
 
+@dataclasses.dataclass
+class Platform:
+    """The API (served over HTTP too, for the station's command), a Mosquitto with the mutual-TLS
+    listener on the platform PKI, both on one database: what production runs."""
+
+    app: Flask
+    url: str
+    admin: Client
+    tenant: Tenant
+    mosquitto: Mosquitto
+    mail: SmtpServer
+
+
+@pytest.fixture
+def platform(make_app: AppFactory, smtp_server: SmtpServer, tmp_path: Path) -> Iterator[Platform]:
+    ca_file, crl_file = tmp_path / "pki" / "ca-chain.pem", tmp_path / "pki" / "crl.pem"
+    mosquitto = Mosquitto(tmp_path / "mosquitto", client_ca_file=ca_file, crl_file=crl_file)
+    app = make_app(
+        broker="external",
+        broker_url=mosquitto.url,
+        broker_admin_user=mosquitto.admin_user,
+        broker_admin_password=mosquitto.admin_password,
+        broker_service_user=mosquitto.service_user,
+        broker_service_password=mosquitto.service_password,
+        broker_device_passwords="false",
+        device_approval="whitelist",
+        pki_ca_file=str(ca_file),
+        pki_crl_file=str(crl_file),
+    )
+    app.extensions[MAILER] = open_mailer(mail_settings(smtp_server))
+    # What `ampfleet pki init` does before the broker starts: the CA chain and the CRL.
+    settings = app_settings(app)
+    with get_database(app).transaction() as session:
+        authorities.ensure(session, settings)
+        crl.current(session, settings)
+    with get_database(app).transaction() as session:
+        crl.write_current(session, settings)
+    with mosquitto:
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            admin = Client(app.test_client()).signed_in(ADMIN_EMAIL, ADMIN_PASSWORD)
+            yield Platform(
+                app,
+                f"http://127.0.0.1:{server.server_port}",
+                admin,
+                Tenant.create(admin),
+                mosquitto,
+                smtp_server,
+            )
+        finally:
+            server.shutdown()
+            thread.join(10)
+
+
 def test_from_the_factory_line_to_a_guest_charging_offline(
-    app: Flask, api: str, client: Client, api_smtp: SmtpServer, tenant: Tenant, tmp_path: Path
+    platform: Platform, tmp_path: Path
 ) -> None:
+    tenant, client, api = platform.tenant, platform.admin, platform.url
     # The line is set up: a MAC pool, a batch created by the platform admin, approved by another.
     _, approver = tenant.user("organization-admin")
     pool = mac_pool(tenant, size=CHARGERS)
@@ -81,7 +156,7 @@ def test_from_the_factory_line_to_a_guest_charging_offline(
     station = signed_in_client(client, client_id, secret)
 
     # 50 boards enrolled and flashed by the factory command.
-    boards = {s: SimulatedBoard.create(tmp_path / s, s).directory for s in serials}
+    boards = {s: SimulatedBoard.create(tmp_path / "boards" / s, s).directory for s in serials}
     enroll_all(api, client_id, secret, boards)
     devices = {s: tenant.admin.get(f"/devices/{s}").get_json() for s in serials}
     assert {d["state"] for d in devices.values()} == {"provisioned"}
@@ -112,6 +187,11 @@ def test_from_the_factory_line_to_a_guest_charging_offline(
     states = {tenant.admin.get(f"/devices/{s}").get_json()["state"] for s in serials}
     assert states == {"released"}
 
+    # Every charger connects to Mosquitto's mutual-TLS listener with the key it made and the
+    # certificate the factory wrote into its flash; the cloud hears each one's status.
+    online = run_fleet(platform.mosquitto, load_boards([tmp_path / "boards"]))
+    assert online == set(serials)
+
     # An owner (an account with no role) pairs one charger by scanning both codes.
     device_id = serials[7]
     charger_code, box_code = released[device_id]
@@ -124,7 +204,7 @@ def test_from_the_factory_line_to_a_guest_charging_offline(
     # The owner invites a guest; the guest asks for the platform-signed credential.
     _, guest, _ = new_guest(
         client,
-        api_smtp,
+        platform.mail,
         owner,
         device_id,
         tenant,
@@ -143,7 +223,7 @@ def test_from_the_factory_line_to_a_guest_charging_offline(
     charger.run_for(30_000)
     assert charger.plant.contactor and not charger.master.link.up
     events = [
-        contract.decode_event(m.payload, None).type
+        contract.decode_event(m.payload, now_ms()).type
         for m in broker.messages(contract.topic(device_id, contract.EVENTS))
     ]
     assert events == []  # nothing reached the cloud: it was all decided on the charger
@@ -168,3 +248,57 @@ def charger_booted_from(board: Path, device_id: str, broker: MemoryBroker) -> Si
     charger.storage.put(nvs.GUEST_KEYS, items[nvs.GUEST_KEYS])
     charger.run_for(5_000)
     return charger
+
+
+def run_fleet(mosquitto: Mosquitto, boards: list[Any]) -> set[str]:
+    """Run the enrolled boards as a fleet against ``mosquitto``'s mutual-TLS listener until all
+    are connected; the devices whose online status the cloud's service account then received."""
+    heard: set[str] = set()
+
+    def listen(service: Mqtt) -> None:
+        with contextlib.suppress(queue.Empty):
+            while True:
+                message = service.messages.get_nowait()
+                if contract.decode_status(message.payload, now_ms()).state == "online":
+                    heard.add(contract.parse_topic(message.topic).device_id)
+
+    async def scenario(service: Mqtt) -> None:
+        fleet = Fleet.from_boards(
+            boards,
+            mosquitto.host,
+            mosquitto.mtls_port,
+            server_ca_file=str(mosquitto.ca_file),
+            seed=88,
+            boot_rate=1000,
+            tick_ms=50,
+            idle_step_ms=500,
+        )
+        stop = asyncio.Event()
+        running = asyncio.create_task(fleet.run(stop))
+        try:
+            deadline = time.monotonic() + 60
+            while sum(t.is_connected for t in fleet.transports) < len(boards) or len(heard) < len(
+                boards
+            ):
+                assert time.monotonic() < deadline, f"online: {len(heard)} of {len(boards)}"
+                listen(service)
+                await asyncio.sleep(0.1)
+        finally:
+            stop.set()
+            await running
+
+    service = Mqtt(
+        mosquitto.host,
+        mosquitto.port,
+        mosquitto.service_user,
+        mosquitto.service_password,
+        client_id=f"{mosquitto.service_user}-e2e",
+    )
+    with service.connected():
+        assert not service.subscribe("af/+/status").is_failure
+        asyncio.run(scenario(service))
+    return heard
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
