@@ -378,6 +378,32 @@ class Esp32CardReader(interface.CardReader):
         return None
 
 
+class Esp32ServiceButton(interface.ServiceButton):
+    """The service button (``button_pin`` in /config.json, GPIO9 by default: the ESP32-C3's BOOT
+    button, active low). Held for ``RESET_HOLD_MS`` it asks for a factory reset, once per hold."""
+
+    RESET_HOLD_MS = 10_000
+
+    def __init__(self, config: dict) -> None:
+        self.pin = machine.Pin(config.get("button_pin", 9), machine.Pin.IN, machine.Pin.PULL_UP)
+        self.pressed_at = None  # type: int | None
+        self.fired = False
+
+    def factory_reset(self) -> bool:
+        """Polled every control cycle: True once when the hold passes ten seconds."""
+        if self.pin.value():  # released (pulled up)
+            self.pressed_at = None
+            self.fired = False
+            return False
+        now = time.ticks_ms()
+        if self.pressed_at is None:
+            self.pressed_at = now
+        if not self.fired and time.ticks_diff(now, self.pressed_at) >= self.RESET_HOLD_MS:
+            self.fired = True
+            return True
+        return False
+
+
 class MasterBoard(interface.Board):
     """The master's hardware, built from ``/config.json``."""
 
@@ -390,6 +416,7 @@ class MasterBoard(interface.Board):
         self.downloader = Esp32Downloader()
         self.rand = _rand
         self.rfid = Esp32CardReader()
+        self.button = Esp32ServiceButton(config)
 
     def rssi(self) -> "int | None":
         wlan = self.mqtt.wlan

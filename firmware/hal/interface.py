@@ -151,13 +151,24 @@ class CredentialReader:
         raise NotImplementedError
 
 
+class ServiceButton:
+    """The button on the charger's board an owner holds to reset it to factory state (before
+    selling it, or when the charger changes hands). Polled by the master every control cycle."""
+
+    def factory_reset(self) -> bool:
+        """Whether a factory reset was asked for since the last call (on the board: the button
+        held for ten seconds)."""
+        raise NotImplementedError
+
+
 class Board:
     """Everything a master application gets from its hardware.
 
     Attributes: ``i2c`` (I2CBus), ``cp`` (ControlPilot), ``clock`` (Clock), ``storage``
     (Storage), ``mqtt`` (MqttTransport), ``downloader`` (Downloader), ``rand`` (a callable
     returning a float in [0, 1)), ``rfid`` (CardReader, None for a board without a reader),
-    ``guest`` (CredentialReader, None for a board without one).
+    ``guest`` (CredentialReader, None for a board without one), ``button`` (ServiceButton,
+    None for a board without one).
     """
 
     i2c = None  # type: Any
@@ -169,6 +180,7 @@ class Board:
     rand = None  # type: Any
     rfid = None  # type: Any
     guest = None  # type: Any
+    button = None  # type: Any
 
     def rssi(self) -> "int | None":
         """Wi-Fi signal strength in dBm, None when unknown."""

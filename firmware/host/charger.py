@@ -28,7 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from firmware.core import charging, params
-from firmware.hal.interface import Board, CardReader, ControlPilot, MqttTransport
+from firmware.hal.interface import (
+    Board,
+    CardReader,
+    ControlPilot,
+    MqttTransport,
+    ServiceButton,
+)
 from firmware.host.bus import SimBus
 from firmware.host.clock import SimClock, XorShift
 from firmware.host.network import MemoryBroker, MemoryTransport
@@ -53,6 +59,7 @@ class HostBoard(Board):
     """The HAL of a simulated master (firmware/hal/interface.py ``Board``)."""
 
     __slots__ = (
+        "button",
         "chip",
         "clock",
         "cp",
@@ -78,6 +85,7 @@ class HostBoard(Board):
         rand: XorShift,
         signal_dbm: int | None = -61,
         rfid: CardReader | None = None,
+        button: ServiceButton | None = None,
         chip: str | None = None,
         keys: bool = True,
     ) -> None:
@@ -92,6 +100,7 @@ class HostBoard(Board):
         self.rand = rand
         self.signal_dbm = signal_dbm
         self.rfid = rfid
+        self.button = button
         self.reset_requested = False
 
     def rssi(self) -> int | None:
@@ -142,6 +151,23 @@ class PilotGenerator(ControlPilot):
     def set_duty(self, percent: float) -> None:
         """Drive the pilot."""
         self.plant.set_duty(percent)
+
+
+class SimServiceButton(ServiceButton):
+    """The service button: ``hold`` is an owner holding it long enough for a factory reset."""
+
+    __slots__ = ("held",)
+
+    def __init__(self) -> None:
+        self.held = False
+
+    def hold(self) -> None:
+        """Hold the button for the factory reset; the master notices at its next control cycle."""
+        self.held = True
+
+    def factory_reset(self) -> bool:
+        held, self.held = self.held, False
+        return held
 
 
 class SimCardReader(CardReader):
@@ -195,6 +221,7 @@ class SimCharger:
     __slots__ = (
         "board",
         "bus",
+        "button",
         "clock",
         "device_id",
         "family",
@@ -254,6 +281,7 @@ class SimCharger:
         self.storage = storage or MemoryStorage(fw)
         self.transport = transport
         self.reader = SimCardReader()
+        self.button = SimServiceButton()
         self.board = HostBoard(
             self.bus,
             PilotGenerator(self.plant),
@@ -263,6 +291,7 @@ class SimCharger:
             downloader or MemoryDownloader(),
             XorShift(seed + 1),
             rfid=self.reader,
+            button=self.button,
             chip=self.hardware["chip"],
             keys=make_keys,
         )
@@ -280,6 +309,10 @@ class SimCharger:
     def present_card(self, uid: str) -> None:
         """Hold the card ``uid`` to the reader; the master reads it at its next control cycle."""
         self.reader.present(uid)
+
+    def factory_reset(self) -> None:
+        """The owner holds the service button: a factory reset at the next control cycle."""
+        self.button.hold()
 
     def start_with_guest_credential(self, credential: str) -> str | None:
         """Show a guest credential to the charger (the app's local channel): checked offline

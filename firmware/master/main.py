@@ -74,6 +74,8 @@ NVS_OTA = "ota"
 NVS_SESSION = "session"
 NVS_AUTH = "auth"
 NVS_GUEST_KEYS = guestpass.NVS_KEY
+NVS_RESET = "reset"  # a factory reset the cloud has not heard of yet (survives a reboot)
+FACTORY_RESET = "factory_reset"  # the event (docs/pairing.md): the cloud drops owners, guests
 # The id tag of a refused credential whose signature did not hold: it names nobody.
 UNVERIFIED_GUEST = "gst-unverified"
 
@@ -90,6 +92,7 @@ class Master:
         "auth",
         "board",
         "boot_ms",
+        "button",
         "charger",
         "client",
         "connections",
@@ -112,6 +115,7 @@ class Master:
         "reboot_pending",
         "relay",
         "renewal",
+        "reset_unreported",
         "sampler",
         "settings",
         "unsent",
@@ -165,6 +169,8 @@ class Master:
         self.auth.restore(board.storage.get(NVS_AUTH))
         self.reader = getattr(board, "rfid", None)
         self.guest_reader = getattr(board, "guest", None)
+        self.button = getattr(board, "button", None)
+        self.reset_unreported = bool(board.storage.get(NVS_RESET))
         self.night_only = night_only
         self.utc_offset_s = utc_offset_s
         self.duty = None  # type: float | None  # last duty sent to the CP generator
@@ -204,6 +210,8 @@ class Master:
         link_.tick(now_ms)
         if link_.up and link_.clock_set and self.renewal.due(now_ms, self.connections):
             self._ask_certificate()
+        if self.reset_unreported and link_.up and link_.clock_set:
+            self._report_factory_reset(now_ms)
         if self.unsent and link_.clock_set:
             unsent = self.unsent
             self.unsent = []
@@ -253,6 +261,8 @@ class Master:
             if uid:
                 # The local list decides, offline too; the cloud confirms later (contract 4.9).
                 charger.present_card(uid, self.auth.refusal(uid, now), now)
+        if self.button is not None and self.button.factory_reset():
+            self.factory_reset(now)
         if self.guest_reader is not None:
             credential = self.guest_reader.read()
             if credential:
@@ -279,6 +289,25 @@ class Master:
         self._flush_charger_events(now)
         if charger.save_due(now):
             self._save_session(now)
+
+    def factory_reset(self, now: int) -> None:
+        """The owner reset the charger to factory state: it forgets the cards its owners
+        allowed (the local list) and tells the cloud, which drops its owners and guests so that
+        the charger and box codes pair it again. What the factory wrote (identity, certificate,
+        keys) stays. The event waits in NVS (not in the offline buffer, which a reboot
+        empties) until the link is up with the clock set, and is sent then."""
+        self.board.storage.delete(NVS_AUTH)
+        self.auth = authlist.LocalList()
+        self.board.storage.put(NVS_RESET, b"1")
+        self.reset_unreported = True
+        self._report_factory_reset(now)
+
+    def _report_factory_reset(self, now: int) -> None:
+        if not (self.link.up and self.link.clock_set):
+            return
+        if self.link.send_event(now, FACTORY_RESET, "warning"):
+            self.board.storage.delete(NVS_RESET)
+            self.reset_unreported = False
 
     def _window(self, now: int) -> "bool | None":
         """Night-only charging: whether ``now`` is inside the night window; None when there is

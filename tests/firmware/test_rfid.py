@@ -359,3 +359,25 @@ def test_a_retained_list_and_a_card_session_over_a_real_broker(
             OWNER,
         )
         cloud.client.publish(list_topic, b"", qos=1, retain=True).wait_for_publish(10)
+
+
+def test_a_factory_reset_forgets_the_owners_cards_and_reaches_the_cloud_after_a_reboot(
+    charger: SimCharger, broker: MemoryBroker
+) -> None:
+    publish_list(broker, 1, {OWNER: None})
+    charger.run_for(1_000)
+    assert charger.storage.get("auth")
+    broker.outage()
+    charger.factory_reset()  # the owner holds the service button, offline
+    charger.run_for(2_000)
+    assert charger.storage.get("auth") is None and charger.storage.get("reset") == b"1"
+    assert charger.master.auth.refusal(OWNER, charger.clock.now_ms()) == "unknown"
+    charger.power_cycle()  # the report waits in NVS, not in the offline buffer
+    broker.restore()
+    charger.run_for(60_000)
+    [reset] = events(broker, "factory_reset")
+    assert reset.severity == "warning"
+    assert charger.storage.get("reset") is None
+    charger.power_cycle()
+    charger.run_for(30_000)
+    assert len(events(broker, "factory_reset")) == 1  # reported once
