@@ -1,10 +1,14 @@
 """The embedded MQTT broker: amqtt with the device plugins, for ``ampfleet up`` and laptops.
 
 ``run(settings)`` serves MQTT on the port of ``settings.broker_url`` (TLS when its scheme is
-``mqtts``) and, when ``broker_tls_port`` is set, a second, TLS listener. Devices authenticate
-against the records database (broker.registry); a watchdog re-checks the connected devices
-every ``RECHECK_INTERVAL`` seconds and disconnects those whose credential was revoked or
-rotated, or whose device was suspended, decommissioned or deleted, so the API never has to
+``mqtts``) and, when ``broker_tls_port`` is set, a second, TLS listener; when
+``broker_mtls_port`` is set, a mutual-TLS listener where devices authenticate with a
+certificate of the platform's PKI (broker.mtls for the handshake, broker.certauth for the
+CONNECT). Devices authenticate against the records database (broker.registry, password); a
+watchdog re-checks the connected devices every ``RECHECK_INTERVAL`` seconds and disconnects
+those whose credential was revoked or rotated, whose certificate was revoked or expired, or
+whose device was suspended, decommissioned or deleted; it refreshes each device's quarantine
+flag (broker.acl), and the mutual-TLS context when the CRL changed, so the API never has to
 reach the broker.
 
 amqtt 0.12.1 speaks MQTT 3.1.1 only and has no ``$share``. It also touches the session
@@ -30,15 +34,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from amqtt.adapters import ReaderAdapter, WriterAdapter
+from amqtt.adapters import ReaderAdapter, StreamReaderAdapter, WriterAdapter
 from amqtt.broker import Broker, RetainedApplicationMessage
+from amqtt.contexts import ListenerType
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.mqtt.connack import SERVER_UNAVAILABLE, ConnackPacket
 from amqtt.mqtt.constants import QOS_1, QOS_2
@@ -46,8 +53,16 @@ from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session
 from amqtt.utils import gen_client_id
 
+from broker import certauth, mtls
 from broker.amqtt_handler import DurableHandler
-from broker.amqtt_plugins import IDENTITY, session_identity
+from broker.amqtt_plugins import (
+    IDENTITY,
+    PEER_CERTIFICATE,
+    QUARANTINED,
+    session_identity,
+    session_quarantined,
+)
+from broker.certauth import CertificateIdentity, CertificateRegistry
 from broker.registry import DeviceRegistry, Identity
 from broker.session_store import SessionStore, StoredMessage, StoredSession
 from cloud.db import Database
@@ -78,6 +93,7 @@ DRAIN_TIMEOUT = 7.0
 SESSIONS_FILE = "broker-sessions.db"
 _PROBE_DEVICE = "probe"  # a device id to test topic filters with
 _UNAVAILABLE = "server unavailable (devices wait for the workers)"
+MTLS_LISTENER = "mtls"  # the name of the mutual-TLS listener in amqtt's configuration
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,15 +125,21 @@ def listen_address(broker_url: str) -> tuple[str, int, bool]:
     return parts.hostname, port, parts.scheme == "mqtts"
 
 
-def broker_config(settings: Settings, registry: DeviceRegistry) -> dict[str, Any]:
+def broker_config(
+    settings: Settings,
+    registry: DeviceRegistry,
+    certificates: CertificateRegistry | None = None,
+) -> dict[str, Any]:
     """amqtt's configuration: our listeners and our two plugins, and nothing else."""
     host, port, tls = listen_address(settings.broker_url)
     cert, key = settings.broker_tls_cert_file, settings.broker_tls_key_file
-    if (tls or settings.broker_tls_port) and not (cert and key):
+    if (tls or settings.broker_tls_port or settings.broker_mtls_port) and not (cert and key):
         raise SettingsError(
             "AMPFLEET_BROKER_TLS_CERT_FILE and AMPFLEET_BROKER_TLS_KEY_FILE are needed for the "
             "broker's TLS listener"
         )
+    if settings.broker_mtls_port and certificates is None:
+        raise ValueError("the mutual-TLS listener needs a CertificateRegistry")
     bind = f"[{host}]" if ":" in host else host
     tls_options = {"ssl": True, "certfile": cert, "keyfile": key}
     listeners: dict[str, Any] = {
@@ -129,12 +151,23 @@ def broker_config(settings: Settings, registry: DeviceRegistry) -> dict[str, Any
             "bind": f"{bind}:{settings.broker_tls_port}",
             **tls_options,
         }
+    if settings.broker_mtls_port:
+        # TLS, but not with the context amqtt would make from this: DeviceBroker upgrades each
+        # connection itself with the PKI's (broker.mtls).
+        listeners[MTLS_LISTENER] = {
+            "type": "tcp",
+            "bind": f"{bind}:{settings.broker_mtls_port}",
+            **tls_options,
+        }
     return {
         "listeners": listeners,
         "session_expiry_interval": SESSION_EXPIRY,
         # Exactly these: amqtt's defaults would add anonymous access and $SYS topics.
         "plugins": {
-            "broker.amqtt_plugins.DeviceAuthPlugin": {"registry": registry},
+            "broker.amqtt_plugins.DeviceAuthPlugin": {
+                "registry": registry,
+                "certificates": certificates,
+            },
             "broker.amqtt_plugins.DeviceTopicPlugin": {},
         },
     }
@@ -166,10 +199,17 @@ class DeviceBroker(Broker):
     it over. MQTT-3.1.4-2 lets an *authenticated* client take over its own session only.
     """
 
-    def __init__(self, *args: Any, durable_channels: tuple[str, ...] = (), **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        durable_channels: tuple[str, ...] = (),
+        trust: mtls.TrustStore | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._subscriptions = _Subscriptions(self._subscriptions)  # type: ignore[has-type]
         self.durable_channels = durable_channels
+        self.trust = trust  # the mutual-TLS listener's context, when there is one
         self.closing = False  # stopping: devices are refused
         self._admitting = not durable_channels
         self._refusals = 0
@@ -209,6 +249,40 @@ class DeviceBroker(Broker):
             log.info("the workers' durable subscriptions are in place: admitting devices")
         return True
 
+    async def _create_server_instance(
+        self,
+        listener_name: str,
+        listener_type: ListenerType,
+        address: str | None,
+        port: int,
+        ssl_context: ssl.SSLContext | None,
+    ) -> Any:
+        """The mutual-TLS listener accepts TCP and upgrades each connection itself (with the
+        context of the CRL in force then); the others are amqtt's."""
+        if listener_name != MTLS_LISTENER:
+            return await super()._create_server_instance(
+                listener_name, listener_type, address, port, ssl_context
+            )
+        if self.trust is None:
+            raise ValueError("the mutual-TLS listener needs a TrustStore")
+        return await asyncio.start_server(
+            functools.partial(self._mtls_connected, listener_name=listener_name),
+            address,
+            port,
+            reuse_address=True,
+        )
+
+    async def _mtls_connected(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
+    ) -> None:
+        assert self.trust is not None  # checked when the listener started
+        certificate = await mtls.handshake(writer, self.trust.context)
+        if certificate is None:
+            return
+        await self._client_connected(
+            listener_name, StreamReaderAdapter(reader), mtls.CertifiedWriter(writer, certificate)
+        )
+
     async def _refuse_unavailable(
         self,
         handler: BrokerProtocolHandler,
@@ -244,6 +318,9 @@ class DeviceBroker(Broker):
         except MQTTError:
             await writer.close()
             raise
+        if isinstance(writer, mtls.CertifiedWriter):
+            # Decided by the certificate alone (broker.amqtt_plugins).
+            session.attributes[PEER_CERTIFICATE] = writer.peer_certificate
         if not await self._authenticate(session, self.listeners_config["default"]):
             session.parent = 0
             handler.attach(session, reader, writer)
@@ -274,8 +351,13 @@ class DeviceBroker(Broker):
                 setattr(existing, name, getattr(session, name))
             existing.will_retain = session.will_retain
             existing.username, existing.password = session.username, session.password
-            # Who is connecting now (a restored session, or one whose credential rotated).
-            existing.attributes[IDENTITY] = session.attributes.get(IDENTITY)
+            # Who is connecting now (a restored session, or one whose credential rotated), with
+            # what (amqtt authenticates the kept session once more), and its quarantine.
+            for key in (IDENTITY, PEER_CERTIFICATE, QUARANTINED):
+                if key in session.attributes:
+                    existing.attributes[key] = session.attributes[key]
+                else:
+                    existing.attributes.pop(key, None)
             session = existing
             session.parent = 1
         else:
@@ -436,9 +518,15 @@ async def run(
             raise SettingsError(f"broker TLS file {path} does not exist")
     database = Database(settings.database_url)
     registry = make_registry(settings, database)
+    certificates, trust = None, None
+    if settings.broker_mtls_port:
+        certificates = CertificateRegistry(database, settings)
+        trust = mtls.TrustStore(database, settings)
+        await asyncio.to_thread(trust.prepare)
     broker = DeviceBroker(
-        broker_config(settings, registry),
+        broker_config(settings, registry, certificates),
         durable_channels=durability.channels if durability else (),
+        trust=trust,
     )
     await broker.start()
     store = durability.store if durability else None
@@ -447,7 +535,9 @@ async def run(
         if saved:
             count = broker.restore(saved)
             log.info("restored %d persistent session(s), %d queued message(s)", len(saved), count)
-    watchdog = asyncio.create_task(watch(broker, registry, RECHECK_INTERVAL))
+    watchdog = asyncio.create_task(
+        watch(broker, registry, RECHECK_INTERVAL, certificates=certificates, trust=trust)
+    )
     log.info("embedded MQTT broker listening (%s)", settings.broker_url)
     try:
         if ready is not None:
@@ -469,35 +559,106 @@ async def run(
         database.engine.dispose()
 
 
-async def watch(broker: Broker, registry: DeviceRegistry, interval: float) -> None:
-    """Every ``interval`` seconds, disconnect the connected devices that lost their right."""
+async def watch(
+    broker: Broker,
+    registry: DeviceRegistry,
+    interval: float,
+    *,
+    certificates: CertificateRegistry | None = None,
+    trust: mtls.TrustStore | None = None,
+) -> None:
+    """Every ``interval`` seconds, disconnect the connected devices that lost their right,
+    refresh the quarantine flags, and take up a new CRL."""
     while True:
         await asyncio.sleep(interval)
         try:
-            await disconnect_stale(broker, registry)
+            if trust is not None:
+                await asyncio.to_thread(trust.reload)
+            await disconnect_stale(broker, registry, certificates)
+            await refresh_quarantine(broker, registry.database)
         except Exception:
             # The database may be down for a moment: try again next round.
             log.exception("re-checking connected devices failed")
 
 
-async def disconnect_stale(broker: Broker, registry: DeviceRegistry) -> list[str]:
-    """Disconnect the connected devices ``registry.stale`` names; return their client ids."""
+def _connected(broker: Broker) -> dict[str, Identity]:
+    """client id -> identity of the connected, authenticated sessions."""
     grants: dict[str, Identity] = {}
     for client_id, (session, _handler) in list(broker.sessions.items()):
         identity = session_identity(session)
         if identity is not None and session.transitions.is_connected():
             grants[client_id] = identity
-    if not grants:
+    return grants
+
+
+async def _disconnect(broker: Broker, client_id: str, why: str) -> None:
+    entry = broker.sessions.get(client_id)
+    if entry is None:
+        return
+    session, handler = entry
+    session.attributes.pop(IDENTITY, None)
+    log.info("disconnecting %s: %s", client_id, why)
+    # As if the connection dropped: the broker stops the handler, closes the socket and
+    # publishes the will (the device's "offline" status), as for any lost connection.
+    await handler.handle_connection_closed()
+
+
+async def disconnect_stale(
+    broker: Broker, registry: DeviceRegistry, certificates: CertificateRegistry | None = None
+) -> list[str]:
+    """Disconnect the connected devices ``registry.stale`` (password) or
+    ``certificates.stale`` (certificate) names; return their client ids."""
+    grants = _connected(broker)
+    by_certificate = {
+        client_id: identity
+        for client_id, identity in grants.items()
+        if isinstance(identity, CertificateIdentity)
+    }
+    by_password = {cid: g for cid, g in grants.items() if cid not in by_certificate}
+    gone: list[str] = []
+    if by_password:
+        stale = await asyncio.to_thread(registry.stale, by_password)
+        for client_id in stale:
+            await _disconnect(broker, client_id, "its credential or device state changed")
+        gone += stale
+    if by_certificate:
+        stale = (
+            await asyncio.to_thread(certificates.stale, by_certificate)
+            if certificates is not None
+            else sorted(by_certificate)
+        )
+        for client_id in stale:
+            why = "its certificate was revoked or expired, or its device state changed"
+            await _disconnect(broker, client_id, why)
+        gone += stale
+    return sorted(gone)
+
+
+async def refresh_quarantine(broker: Broker, database: Database) -> list[str]:
+    """Set each connected device's quarantine flag from the records; the client ids whose
+    flag changed. A device let out of quarantine is disconnected: the subscriptions it was
+    refused while in quarantine are then made again when it reconnects."""
+    devices = {
+        client_id: identity.username
+        for client_id, identity in _connected(broker).items()
+        if not (identity.is_service or identity.is_bridge)
+    }
+    if not devices:
         return []
-    gone = await asyncio.to_thread(registry.stale, grants)
-    for client_id in gone:
+    quarantined = await asyncio.to_thread(certauth.quarantined, database, set(devices.values()))
+    changed = []
+    for client_id, device_id in devices.items():
         entry = broker.sessions.get(client_id)
         if entry is None:
             continue
-        session, handler = entry
-        session.attributes.pop(IDENTITY, None)
-        log.info("disconnecting %s: its credential or device state changed", client_id)
-        # As if the connection dropped: the broker stops the handler, closes the socket and
-        # publishes the will (the device's "offline" status), as for any lost connection.
-        await handler.handle_connection_closed()
-    return gone
+        session = entry[0]
+        now, before = device_id in quarantined, session_quarantined(session)
+        if now == before:
+            continue
+        changed.append(client_id)
+        session.attributes[QUARANTINED] = now
+        if now:
+            log.info("%s is in quarantine: it may publish its status only", client_id)
+        else:
+            await _disconnect(broker, client_id, "released from quarantine (to subscribe anew)")
+    return changed

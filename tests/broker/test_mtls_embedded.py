@@ -1,0 +1,324 @@
+"""Mutual TLS on the embedded broker: devices connect with certificates of the platform's PKI
+(issued through the API), over real TLS, to a real embedded broker reading the API's records.
+
+Refused at the handshake: a certificate from another CA, an expired one, none at all. Refused
+at CONNECT: a client id that is not the certificate's CN, a suspended device, a revoked
+certificate (which is also disconnected at once). A quarantined device publishes its status
+and receives nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import secrets
+import ssl
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from flask import Flask
+
+from cloud.db import get_database
+from cloud.devicelink.accounts import service_password
+from cloud.devices import quarantine
+from cloud.devices.models import Device
+from cloud.pki import authorities
+from tests.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, Client, Tenant
+from tests.link import AppFactory, app_settings, link_settings
+from tests.mqtt import Mqtt, MqttError
+from tests.services.amqtt_broker import EmbeddedBroker, free_port
+from tests.services.mosquitto import make_tls_files
+
+WATCHDOG = 3.0  # seconds: two rounds of the broker's re-check (1.5 s)
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    app: Flask
+    admin: Client
+    broker: EmbeddedBroker
+    mtls_port: int
+    server_ca: Path  # what devices trust the broker's server certificate with
+    files: Path
+
+
+@dataclasses.dataclass(frozen=True)
+class Credentials:
+    device_id: str
+    cert_file: Path
+    key_file: Path
+    serial: str = ""
+
+
+@pytest.fixture(scope="module")
+def setup(make_app: AppFactory, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    app = make_app()
+    settings = app_settings(app)
+    files = tmp_path_factory.mktemp("mtls")
+    ca, cert, key = make_tls_files(files)
+    mtls_port = free_port()
+    overrides = link_settings(
+        settings.data_path,
+        settings.database_url,
+        broker_mtls_port=mtls_port,
+        broker_tls_cert_file=str(cert),
+        broker_tls_key_file=str(key),
+    )
+    admin = Client(app.test_client()).signed_in(ADMIN_EMAIL, ADMIN_PASSWORD)
+    with EmbeddedBroker(overrides) as broker:
+        yield Setup(app, admin, broker, mtls_port, ca, files)
+
+
+def _key_files(
+    files: Path, device_id: str, key: ec.EllipticCurvePrivateKey, pem: bytes
+) -> Credentials:
+    name = f"{device_id}-{secrets.token_hex(3)}"  # a device may hold several
+    key_file, cert_file = files / f"{name}.key", files / f"{name}.pem"
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    cert_file.write_bytes(pem)
+    return Credentials(device_id, cert_file, key_file)
+
+
+def new_device(setup: Setup) -> str:
+    return str(Tenant.create(setup.admin).device(state="active")["id"])
+
+
+def certified(setup: Setup, device_id: str | None = None) -> Credentials:
+    """A device (a new one by default) with a certificate the API issued for its CSR."""
+    device_id = device_id or new_device(setup)
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, device_id)]))
+        .sign(key, hashes.SHA256())
+        .public_bytes(serialization.Encoding.PEM)
+        .decode()
+    )
+    body = setup.admin.created(f"/devices/{device_id}/certificates", {"csr": csr})
+    made = _key_files(setup.files, device_id, key, body["certificate_pem"].encode())
+    return dataclasses.replace(made, serial=body["serial"])
+
+
+def signed_by(
+    setup: Setup,
+    device_id: str,
+    issuer: x509.Certificate,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+) -> Credentials:
+    """A client certificate for ``device_id`` made here, outside the PKI's records."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, device_id)]))
+        .issuer_name(issuer.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([x509.OID_CLIENT_AUTH]), critical=False)
+        .sign(issuer_key, hashes.SHA256())
+    )
+    pem = certificate.public_bytes(serialization.Encoding.PEM)
+    return _key_files(setup.files, device_id, key, pem)
+
+
+def tls_client(
+    setup: Setup,
+    credentials: Credentials | None,
+    client_id: str,
+    username: str | None = None,
+    password: str | None = None,
+    will: tuple[str, bytes] | None = None,
+) -> Mqtt:
+    client = Mqtt(
+        setup.broker.host, setup.mtls_port, username, password, client_id=client_id, will=will
+    )
+    client.client.tls_set(
+        ca_certs=str(setup.server_ca),
+        certfile=str(credentials.cert_file) if credentials else None,
+        keyfile=str(credentials.key_file) if credentials else None,
+        cert_reqs=ssl.CERT_REQUIRED,
+    )
+    return client
+
+
+def refused(client: Mqtt) -> bool:
+    """Whether the broker turned the client away, at the handshake or at CONNECT."""
+    try:
+        return client.connect().is_failure
+    except (MqttError, ssl.SSLError, OSError):
+        return True
+    finally:
+        client.close()
+
+
+def service(setup: Setup) -> Mqtt:
+    settings = app_settings(setup.app)
+    return Mqtt(
+        setup.broker.host,
+        setup.broker.port,
+        settings.broker_service_user,
+        service_password(settings),
+        client_id="svc-" + secrets.token_hex(3),
+    )
+
+
+def test_a_device_connects_with_its_certificate_and_publishes(setup: Setup) -> None:
+    device = certified(setup)
+    # Username and password are not looked at on this listener: the certificate decides.
+    client = tls_client(setup, device, device.device_id, "someone-else", "not-a-password")
+    with service(setup).connected() as cloud, client.connected():
+        assert not cloud.subscribe("af/+/telemetry").is_failure
+        assert not client.subscribe(f"af/{device.device_id}/cmd").is_failure
+        assert client.subscribe(f"af/{device.device_id}/#").is_failure  # the ACL as ever
+        client.publish(f"af/{device.device_id}/telemetry", b'{"p": 7}')
+        message = cloud.expect()
+        assert (message.topic, message.payload) == (
+            f"af/{device.device_id}/telemetry",
+            b'{"p": 7}',
+        )
+        cloud.publish(f"af/{device.device_id}/cmd", b"hello")
+        assert client.expect().payload == b"hello"
+
+
+def test_certificates_the_pki_did_not_issue_or_that_expired_fail_the_handshake(
+    setup: Setup,
+) -> None:
+    device_id = new_device(setup)
+    now = dt.datetime.now(dt.UTC)
+    other_key = ec.generate_private_key(ec.SECP256R1())
+    other_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Another CA")])
+    other_ca = (
+        x509.CertificateBuilder()
+        .subject_name(other_name)
+        .issuer_name(other_name)
+        .public_key(other_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(other_key, hashes.SHA256())
+    )
+    foreign = signed_by(
+        setup, device_id, other_ca, other_key, now - dt.timedelta(days=1), now + dt.timedelta(1)
+    )
+    assert refused(tls_client(setup, foreign, device_id))
+    settings = app_settings(setup.app)
+    with get_database(setup.app).transaction() as session:
+        ours = authorities.ensure(session, settings).devices
+        ca_key = ours.key(session, settings)
+    start = ours.certificate.not_valid_before_utc
+    expired = signed_by(
+        setup, device_id, ours.certificate, ca_key, start, start + dt.timedelta(minutes=1)
+    )
+    assert refused(tls_client(setup, expired, device_id))
+    assert refused(tls_client(setup, None, device_id))  # no certificate at all
+    # The same device with a certificate of its own gets in: the refusals were the certs'.
+    assert not refused(tls_client(setup, certified(setup, device_id), device_id))
+
+
+def test_the_client_id_is_the_certificate_cn(setup: Setup) -> None:
+    device = certified(setup)
+    other = new_device(setup)
+    assert refused(tls_client(setup, device, other))
+    assert refused(tls_client(setup, device, "anything"))
+    assert refused(tls_client(setup, device, ""))
+    assert not refused(tls_client(setup, device, device.device_id))
+
+
+def test_a_suspended_device_is_refused(setup: Setup) -> None:
+    device = certified(setup)
+    path = f"/devices/{device.device_id}"
+    assert setup.admin.patch(path, json={"state": "suspended"}).status_code == 200
+    assert refused(tls_client(setup, device, device.device_id))
+    assert setup.admin.patch(path, json={"state": "active"}).status_code == 200
+    assert not refused(tls_client(setup, device, device.device_id))
+
+
+def test_a_revoked_certificate_is_disconnected_at_once_and_refused(setup: Setup) -> None:
+    device = certified(setup)
+    renewed = certified(setup, device.device_id)  # a second one in force (a renewal)
+    with tls_client(setup, device, device.device_id).connected() as client:
+        revoke = f"/certificates/{device.serial}/revoke"
+        response = setup.admin.post(revoke, json={"reason": "keyCompromise"})
+        assert response.status_code == 200, response.get_json()
+        revoked_at = time.monotonic()
+        assert client.wait_disconnected(WATCHDOG)
+        assert time.monotonic() - revoked_at < WATCHDOG
+    assert refused(tls_client(setup, device, device.device_id))
+    # Refused by the CRL at the handshake too, once the broker took the new CRL up.
+    time.sleep(1.6)
+    assert refused(tls_client(setup, device, device.device_id))
+    # The device's other certificate is not touched.
+    assert not refused(tls_client(setup, renewed, device.device_id))
+
+
+def _set_quarantine(app: Flask, device_id: str, reason: str | None) -> None:
+    with get_database(app).transaction() as session:
+        device = session.get(Device, device_id)
+        assert device is not None
+        if reason is None:
+            quarantine.release(session, device)
+        else:
+            quarantine.put(session, device, reason)
+
+
+def test_a_quarantined_device_publishes_its_status_and_receives_nothing(setup: Setup) -> None:
+    device = certified(setup)
+    device_id = device.device_id
+    status, cmd = f"af/{device_id}/status", f"af/{device_id}/cmd"
+    _set_quarantine(setup.app, device_id, "not on an approved production whitelist")
+    with service(setup).connected() as cloud:
+        for channel in ("status", "telemetry", "events"):
+            assert not cloud.subscribe(f"af/{device_id}/{channel}").is_failure
+        client = tls_client(setup, device, device_id, will=(status, b"offline"))
+        with client.connected():  # it may connect, with its status as its will
+            assert client.subscribe(cmd).is_failure
+            client.publish(f"af/{device_id}/telemetry", b"dropped")
+            client.publish(status, b"online")
+            assert [m.payload for m in cloud.drain()] == [b"online"]
+            cloud.publish(cmd, b"not for a quarantined device")
+            assert client.drain() == []
+            # Approved: it is disconnected so that it reconnects and subscribes anew.
+            _set_quarantine(setup.app, device_id, None)
+            assert client.wait_disconnected(WATCHDOG)
+        assert [m.payload for m in cloud.drain()] == [b"offline"]
+        with tls_client(setup, device, device_id).connected() as client:
+            assert not client.subscribe(cmd).is_failure
+            # Quarantined while connected: from the next re-check on, it hears nothing.
+            _set_quarantine(setup.app, device_id, "hardware IDs changed")
+            time.sleep(2 * 1.5)
+            assert not client.disconnected.is_set()
+            cloud.publish(cmd, b"held back")
+            assert client.drain() == []
+            client.publish(f"af/{device_id}/events", b"dropped")
+            client.publish(status, b"still here")
+            assert [m.payload for m in cloud.drain()] == [b"still here"]
+
+
+def test_a_password_device_that_was_never_approved_is_quarantined(setup: Setup) -> None:
+    device_id = new_device(setup)
+    password = setup.admin.post(f"/devices/{device_id}/credentials").get_json()["password"]
+    with get_database(setup.app).transaction() as session:
+        stored = session.get(Device, device_id)
+        assert stored is not None
+        stored.approved_at = None
+    broker = setup.broker
+    with Mqtt(broker.host, broker.port, device_id, password).connected() as client:
+        assert client.subscribe(f"af/{device_id}/cmd").is_failure
+        assert not client.disconnected.is_set()
