@@ -279,9 +279,14 @@ class DeviceBroker(Broker):
         certificate = await mtls.handshake(writer, self.trust.context)
         if certificate is None:
             return
-        await self._client_connected(
-            listener_name, StreamReaderAdapter(reader), mtls.CertifiedWriter(writer, certificate)
-        )
+        try:
+            await self._client_connected(
+                listener_name,
+                StreamReaderAdapter(reader),
+                mtls.CertifiedWriter(writer, certificate),
+            )
+        except OSError as exc:  # the client reset the TLS connection: what a dropped one is
+            log.info("connection from %s lost: %s", writer.get_extra_info("peername"), exc)
 
     async def _refuse_unavailable(
         self,
@@ -299,7 +304,7 @@ class DeviceBroker(Broker):
         session.parent = 0
         handler.attach(session, reader, writer)
         await handler._send_packet(ConnackPacket.build(0, SERVER_UNAVAILABLE))
-        await writer.close()
+        await _close(writer)
         raise MQTTError(f"{where}: {_UNAVAILABLE}")
 
     async def _initialize_client_session(
@@ -316,7 +321,7 @@ class DeviceBroker(Broker):
         except (AMQTTError, NoDataError) as exc:
             raise AMQTTError(exc) from exc
         except MQTTError:
-            await writer.close()
+            await _close(writer)
             raise
         if isinstance(writer, mtls.CertifiedWriter):
             # Decided by the certificate alone (broker.amqtt_plugins).
@@ -326,7 +331,7 @@ class DeviceBroker(Broker):
             handler.attach(session, reader, writer)
             # CONNACK return code 5, not authorized (MQTT 3.1.1 table 3.1), then close.
             await handler.mqtt_connack_authorize(False)
-            await writer.close()
+            await _close(writer)
             raise MQTTError(f"{remote_address}:{remote_port}: not authorized")
         identity = session_identity(session)
         if (identity is None or not identity.is_service) and not self.admits_devices():
@@ -475,6 +480,12 @@ class DeviceBroker(Broker):
             await asyncio.sleep(0.05)
             quiet = quiet + 1 if self.pending() == 0 else 0
         return self.pending()
+
+
+async def _close(writer: WriterAdapter) -> None:
+    """Close a refused client's connection; one that the client reset first is closed too."""
+    with contextlib.suppress(OSError):  # ConnectionResetError, ssl.SSLError (a TLS client)
+        await writer.close()
 
 
 def _quiet_refusals(record: logging.LogRecord) -> bool:
