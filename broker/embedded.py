@@ -54,6 +54,7 @@ from amqtt.session import Session
 from amqtt.utils import gen_client_id
 
 from broker import certauth, mtls
+from broker.acl import Action, allowed
 from broker.amqtt_handler import DurableHandler
 from broker.amqtt_plugins import (
     IDENTITY,
@@ -380,8 +381,11 @@ class DeviceBroker(Broker):
         amqtt 0.12.1 calls this on every CONNECT for *every* filter any session holds
         (``Broker.client_connected``), so a device connecting received the retained messages of
         other devices' subscriptions — their desired configuration, for one. MQTT-3.3.1-6
-        sends retained messages to a client only for its own new subscription.
+        sends retained messages to a client only for its own new subscription. amqtt does not
+        ask the topic plugins here: a quarantined device (broker.acl) gets none.
         """
+        if session_quarantined(session):
+            return
         topic_filter = subscription[0]
         holders = self._subscriptions.get(topic_filter, [])
         if any(holder is session for holder, _ in holders):
@@ -394,10 +398,11 @@ class DeviceBroker(Broker):
         SUBSCRIBE; with no PUBACK time-out (broker.amqtt_handler) a slow subscriber would
         stall its own connection. The broadcast loop reaps these tasks like its own. They are
         sent as what they are, not as retained messages (MQTT-3.3.1-9: RETAIN 0 on delivery to
-        an existing subscription).
+        an existing subscription). A quarantined device's queue waits (nothing new joins it:
+        the topic plugin refuses it every delivery) until it is approved and reconnects.
         """
         handler = self._get_handler(session)
-        if handler is None:
+        if handler is None or session_quarantined(session):
             return
         while not session.retained_messages.empty():
             queued = session.retained_messages.get_nowait()
@@ -646,14 +651,15 @@ async def disconnect_stale(
 
 
 async def refresh_quarantine(broker: Broker, database: Database) -> list[str]:
-    """Set each connected device's quarantine flag from the records; the client ids whose
-    flag changed. A device let out of quarantine is disconnected: the subscriptions it was
-    refused while in quarantine are then made again when it reconnects."""
-    devices = {
-        client_id: identity.username
-        for client_id, identity in _connected(broker).items()
-        if not (identity.is_service or identity.is_bridge)
-    }
+    """Set each device session's quarantine flag from the records (offline persistent
+    sessions too: nothing is queued for a quarantined device); the client ids whose flag
+    changed. A connected device let out of quarantine is disconnected: the subscriptions it
+    was refused while in quarantine are then made again when it reconnects."""
+    devices = {}
+    for client_id, (session, _handler) in list(broker.sessions.items()):
+        identity = session_identity(session)
+        if identity is not None and not (identity.is_service or identity.is_bridge):
+            devices[client_id] = identity.username
     if not devices:
         return []
     quarantined = await asyncio.to_thread(certauth.quarantined, database, set(devices.values()))
@@ -668,8 +674,15 @@ async def refresh_quarantine(broker: Broker, database: Database) -> list[str]:
             continue
         changed.append(client_id)
         session.attributes[QUARANTINED] = now
+        connected = session.transitions.is_connected()
         if now:
             log.info("%s is in quarantine: it may publish its status only", client_id)
-        else:
+            will = session.will_topic or ""
+            may_will = allowed(device_id, Action.PUBLISH, will, False, quarantined=True)
+            if session.will_flag and not may_will:
+                # amqtt publishes a will without asking the topic plugins (it was checked at
+                # CONNECT, before the quarantine).
+                session.will_flag = False
+        elif connected:
             await _disconnect(broker, client_id, "released from quarantine (to subscribe anew)")
     return changed

@@ -146,9 +146,16 @@ def tls_client(
     username: str | None = None,
     password: str | None = None,
     will: tuple[str, bytes] | None = None,
+    clean_session: bool = True,
 ) -> Mqtt:
     client = Mqtt(
-        setup.broker.host, setup.mtls_port, username, password, client_id=client_id, will=will
+        setup.broker.host,
+        setup.mtls_port,
+        username,
+        password,
+        client_id=client_id,
+        will=will,
+        clean_session=clean_session,
     )
     client.client.tls_set(
         ca_certs=str(setup.server_ca),
@@ -337,6 +344,27 @@ def test_a_quarantined_device_publishes_its_status_and_receives_nothing(setup: S
             client.publish(f"af/{device_id}/events", b"dropped")
             client.publish(status, b"still here")
             assert [m.payload for m in cloud.drain()] == [b"still here"]
+
+
+def test_what_waits_for_a_quarantined_device_is_held_until_it_is_approved(setup: Setup) -> None:
+    device = certified(setup)
+    device_id = device.device_id
+    cmd, desired = f"af/{device_id}/cmd", f"af/{device_id}/config/desired"
+    with tls_client(setup, device, device_id, clean_session=False).connected() as client:
+        assert not client.subscribe(cmd).is_failure
+        assert not client.subscribe(desired).is_failure
+    _set_quarantine(setup.app, device_id, "hardware IDs changed")
+    with service(setup).connected() as cloud:
+        cloud.publish(cmd, b"queued while away")  # before the broker saw the quarantine
+        cloud.client.publish(desired, b"retained", qos=1, retain=True)
+        time.sleep(0.3)
+        with tls_client(setup, device, device_id, clean_session=False).connected() as client:
+            assert client.drain() == []  # neither the queue nor the retained configuration
+            _set_quarantine(setup.app, device_id, None)
+            assert client.wait_disconnected(WATCHDOG)
+        with tls_client(setup, device, device_id, clean_session=False).connected() as client:
+            got = sorted(m.payload for m in [client.expect(), client.expect()])
+            assert got == [b"queued while away", b"retained"]
 
 
 def test_a_password_device_that_was_never_approved_is_quarantined(setup: Setup) -> None:
