@@ -28,8 +28,8 @@ from pathlib import Path
 from amqtt.adapters import StreamWriterAdapter
 
 from cloud.db import Database
-from cloud.pki import authorities, crl
-from cloud.settings import Settings
+from cloud.pki import PkiError, authorities, crl
+from cloud.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +73,17 @@ class TrustStore:
         return self._context
 
     def prepare(self) -> None:
-        """Make the PKI's authorities if missing (as ``ampfleet pki init`` would), then load."""
-        with self.database.transaction() as session:
-            if authorities.existing(session) is None:
-                crl.current(session, self.settings)
-                log.info("made the platform's CAs for the mutual-TLS listener")
+        """Make the PKI's authorities if missing (as ``ampfleet pki init`` would), then load;
+        SettingsError when they cannot be made (no key-encryption key, docs/pki.md)."""
+        try:
+            with self.database.transaction() as session:
+                if authorities.existing(session) is None:
+                    crl.current(session, self.settings)
+                    log.info("made the platform's CAs for the mutual-TLS listener")
+        except PkiError as exc:
+            raise SettingsError(
+                f"AMPFLEET_BROKER_MTLS_PORT needs the platform's PKI, which cannot be made: {exc}"
+            ) from exc
         self.reload()
 
     def reload(self) -> bool:

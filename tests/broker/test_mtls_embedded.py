@@ -26,14 +26,17 @@ from cryptography.x509.oid import NameOID
 from flask import Flask
 
 from broker.certauth import CertificateRegistry
+from broker.mtls import TrustStore
 from cloud.db import get_database
 from cloud.devicelink.accounts import service_password
 from cloud.devices import quarantine
 from cloud.devices.models import Device
 from cloud.pki import authorities
+from cloud.pki import service as pki
 from tests.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, Client, Tenant
 from tests.link import AppFactory, app_settings, link_settings
 from tests.mqtt import Mqtt, MqttError
+from tests.pki.support import add_device, fresh_database, make_csr, pki_settings
 from tests.services.amqtt_broker import EmbeddedBroker, free_port
 from tests.services.mosquitto import make_tls_files
 
@@ -378,3 +381,34 @@ def test_a_password_device_that_was_never_approved_is_quarantined(setup: Setup) 
     with Mqtt(broker.host, broker.port, device_id, password).connected() as client:
         assert client.subscribe(f"af/{device_id}/cmd").is_failure
         assert not client.disconnected.is_set()
+
+
+def test_the_tls_context_is_rebuilt_only_for_a_new_crl(tmp_path: Path) -> None:
+    database = fresh_database(tmp_path / "data")
+    _, cert, key = make_tls_files(tmp_path / "tls")
+    settings = pki_settings(
+        tmp_path / "data",
+        database.url,
+        broker_tls_cert_file=str(cert),
+        broker_tls_key_file=str(key),
+    )
+    trust = TrustStore(database, settings)
+    try:
+        trust.prepare()  # makes the CAs: the first CRL
+        assert trust.crl_number == 1
+        first = trust.context
+        assert first.verify_mode is ssl.CERT_REQUIRED
+        assert first.minimum_version is ssl.TLSVersion.TLSv1_2
+        assert first.verify_flags & ssl.VERIFY_CRL_CHECK_LEAF
+        assert not trust.reload() and trust.context is first
+        with database.transaction() as session:
+            device = add_device(session)
+            issued = pki.issue_for_device(
+                session, settings, device.id, make_csr(device.id), actor=None
+            )
+        assert not trust.reload()  # issuing changes no CRL
+        with database.transaction() as session:
+            pki.revoke(session, settings, serial=issued.serial, reason="superseded", actor=None)
+        assert trust.reload() and trust.crl_number == 2 and trust.context is not first
+    finally:
+        database.engine.dispose()
