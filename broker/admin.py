@@ -15,7 +15,15 @@ repairs whatever drifted.
 The plain password exists only while the API answers an issue or a rotation: ``DeviceAccount``
 carries it when it is known and None otherwise (a resync from the registry, which stores only
 hashes). ``version`` fingerprints the credential generation, so a broker holding an older
-password can be told apart from one holding the current one without knowing either.
+password can be told apart from one holding the current one without knowing either; a device
+that holds a certificate of the platform PKI but no password has the version
+``CERTIFICATE_ONLY`` (it authenticates on the mutual-TLS listener, docs/mutual-tls.md).
+
+What a device may do follows from its account: everything of the device contract; only
+publish its status while ``quarantined`` (not approved, or a swapped board); nothing while
+not ``enabled`` (suspended, decommissioned). ``refresh_device`` is what the cloud calls when
+one of those changes for one device (a certificate revoked, a quarantine put or released, an
+approval), so that the broker follows at once rather than at the next resync.
 """
 
 from __future__ import annotations
@@ -29,15 +37,27 @@ from cloud.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# The version of a device that holds a certificate in force but no password credential (or
+# whose passwords the settings turn off, ``broker_device_passwords``).
+CERTIFICATE_ONLY = "certificate"
+
 
 @dataclasses.dataclass(frozen=True)
 class DeviceAccount:
     """What a broker should know of one device that holds an active credential."""
 
     device_id: str
-    version: str  # cloud.devices.credentials.credential_version of the stored hash
+    # cloud.devices.credentials.credential_version of the stored hash, or CERTIFICATE_ONLY.
+    version: str
     enabled: bool = True  # False while the device is suspended or decommissioned
     password: str | None = dataclasses.field(default=None, repr=False)  # None: not known
+    # Not approved, or quarantined (cloud.devices.quarantine): may publish its status only.
+    quarantined: bool = False
+
+    @property
+    def password_auth(self) -> bool:
+        """Whether the device may log in with a password (else by certificate only)."""
+        return self.version != CERTIFICATE_ONLY
 
 
 @dataclasses.dataclass
@@ -95,6 +115,14 @@ class BrokerAdmin(Protocol):
     def disconnect(self, device_id: str) -> None:
         """Close ``device_id``'s connection, if any; it may reconnect if still allowed."""
 
+    def refresh_device(
+        self, device_id: str, account: DeviceAccount | None, *, kick: bool = False
+    ) -> None:
+        """Make the broker's account of ``device_id`` what the registry says now: ``account``
+        (``broker.registry.account_of``; None: the device holds no credential in force and is
+        removed). ``kick`` also closes its connection, so that it reconnects under its new
+        rights (a certificate revoked, an approval: a device re-subscribes on reconnect)."""
+
     def resync(
         self, devices: Iterable[DeviceAccount], *, registered: Collection[str] = ()
     ) -> ResyncReport:
@@ -127,6 +155,13 @@ class EmbeddedBrokerAdmin:
     def disconnect(self, device_id: str) -> None:
         """Nothing to push (see ``remove_device``)."""
         log.debug("embedded broker: %s is disconnected by the broker's watchdog", device_id)
+
+    def refresh_device(
+        self, device_id: str, account: DeviceAccount | None, *, kick: bool = False
+    ) -> None:
+        """Nothing to push: the broker reads the registry at every CONNECT and its watchdog
+        re-checks connected devices every ``RECHECK_INTERVAL`` seconds."""
+        log.debug("embedded broker: %s is re-checked by the broker's watchdog", device_id)
 
     def resync(
         self, devices: Iterable[DeviceAccount], *, registered: Collection[str] = ()

@@ -9,7 +9,8 @@
   password, so a reconnect storm costs one argon2 per device, not one per CONNECT.
 * ``stale`` -- which of the connected devices lost their right to be connected since they
   authenticated (revoked, rotated, suspended, decommissioned, deleted).
-``active_accounts`` lists every device with an active credential, for a resync of Mosquitto.
+``active_accounts`` lists every device with an active credential or a certificate in force, for
+a resync of Mosquitto; ``account_of`` one of them, for a refresh after a change.
 
 Everything here is blocking (database, argon2): the amqtt plugin calls it in a worker thread.
 """
@@ -29,11 +30,12 @@ from collections.abc import Callable, Collection
 from sqlalchemy import select
 
 from broker.acl import is_device_id
-from broker.admin import DeviceAccount
-from cloud.db import Database
+from broker.admin import CERTIFICATE_ONLY, BrokerAdmin, DeviceAccount
+from cloud.db import Database, utcnow
 from cloud.devices.credentials import DeviceCredential, credential_version, may_connect
-from cloud.devices.models import Device
+from cloud.devices.models import Device, LifecycleState
 from cloud.identity.passwords import SecretHasher
+from cloud.pki.models import CertificateState, DeviceCertificate
 
 log = logging.getLogger(__name__)
 
@@ -217,22 +219,89 @@ def device_ids(database: Database) -> set[str]:
         return set(session.scalars(select(Device.id)))
 
 
-def active_accounts(database: Database, only: Collection[str] | None = None) -> list[DeviceAccount]:
-    """Every device holding an active credential (passwords unknown), for a resync.
+def active_accounts(
+    database: Database, only: Collection[str] | None = None, *, passwords: bool = True
+) -> list[DeviceAccount]:
+    """Every device holding an active credential (passwords unknown) or a certificate in force
+    (issued, not revoked, not expired), for a resync; ``only`` narrows it to those ids.
 
     ``enabled`` is False for suspended and decommissioned devices: the broker keeps their
-    account (and password) but refuses them until they are active again.
+    account (and password) but refuses them until they are active again. ``quarantined`` is
+    True for a device in quarantine or not approved (``approved_at`` unset): it may publish its
+    status only. A device without an active password credential, or every device when
+    ``passwords`` is False (``broker_device_passwords`` off), authenticates by certificate only
+    (version ``CERTIFICATE_ONLY``).
     """
-    stmt = (
-        select(DeviceCredential.device_id, DeviceCredential.secret_hash, Device.state)
-        .join(Device, Device.id == DeviceCredential.device_id)
-        .where(DeviceCredential.revoked_at.is_(None))
-        .order_by(DeviceCredential.device_id)
-    )
-    if only is not None:
-        stmt = stmt.where(DeviceCredential.device_id.in_(list(only)))
+    now = utcnow()
+    # Columns, not entities: a resync of 100,000 devices should not build 100,000 objects.
+    state = (Device.state, Device.quarantine_reason.is_not(None), Device.approved_at.is_(None))
+    found: dict[str, tuple[str, LifecycleState, bool, bool]] = {}
     with database.session() as session:
-        return [
-            DeviceAccount(device_id, credential_version(secret_hash), may_connect(state, None))
-            for device_id, secret_hash, state in session.execute(stmt)
-        ]
+        if passwords:
+            stmt = (
+                select(DeviceCredential.device_id, DeviceCredential.secret_hash, *state)
+                .join(Device, Device.id == DeviceCredential.device_id)
+                .where(DeviceCredential.revoked_at.is_(None))
+            )
+            for chunk in _chunks(only):
+                narrowed = stmt if chunk is None else stmt.where(Device.id.in_(chunk))
+                for device_id, secret_hash, lifecycle, held, unapproved in session.execute(
+                    narrowed
+                ):
+                    found[device_id] = (
+                        credential_version(secret_hash),
+                        lifecycle,
+                        bool(held),
+                        bool(unapproved),
+                    )
+        certified = (
+            select(Device.id, *state)
+            .join(DeviceCertificate, DeviceCertificate.device_id == Device.id)
+            .where(
+                DeviceCertificate.state == CertificateState.ISSUED,
+                DeviceCertificate.not_before <= now,
+                DeviceCertificate.not_after > now,
+            )
+            .distinct()
+        )
+        for chunk in _chunks(only):
+            by_id = certified if chunk is None else certified.where(Device.id.in_(chunk))
+            for device_id, lifecycle, held, unapproved in session.execute(by_id):
+                found.setdefault(
+                    device_id, (CERTIFICATE_ONLY, lifecycle, bool(held), bool(unapproved))
+                )
+    return [
+        DeviceAccount(
+            device_id,
+            version,
+            may_connect(lifecycle, None),
+            quarantined=in_quarantine or not_approved,
+        )
+        for device_id, (version, lifecycle, in_quarantine, not_approved) in sorted(found.items())
+    ]
+
+
+def account_of(
+    database: Database, device_id: str, *, passwords: bool = True
+) -> DeviceAccount | None:
+    """The broker account ``device_id`` should have now (None: it holds no credential in
+    force), for ``BrokerAdmin.refresh_device``."""
+    accounts = active_accounts(database, [device_id], passwords=passwords)
+    return accounts[0] if accounts else None
+
+
+def _chunks(only: Collection[str] | None) -> list[list[str] | None]:
+    if only is None:
+        return [None]
+    ids = sorted(only)
+    return [ids[start : start + _CHUNK] for start in range(0, len(ids), _CHUNK)]
+
+
+def refresher(admin: BrokerAdmin, database: Database, *, passwords: bool) -> Callable[[str], None]:
+    """``refresh(device_id)``: give ``admin``'s broker that device's account as the registry
+    has it now, for workers that change a device's rights (the status worker's quarantine)."""
+
+    def refresh(device_id: str) -> None:
+        admin.refresh_device(device_id, account_of(database, device_id, passwords=passwords))
+
+    return refresh

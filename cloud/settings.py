@@ -273,6 +273,15 @@ DECLARED: tuple[Setting, ...] = (
         "Its password. Empty: generated once into `<data_dir>/broker-bridge-password`.",
     ),
     Setting(
+        "broker_device_passwords",
+        "",
+        "Whether devices may log in to the broker with an MQTT password (`true`/`false`) "
+        "besides a client certificate of the platform PKI (docs/mutual-tls.md): for boards "
+        "without certificates. Off, the API issues no device password and the broker's device "
+        "accounts hold none. Empty: `true` with the embedded broker (`ampfleet up`), `false` "
+        "with an external one (production).",
+    ),
+    Setting(
         "broker_admin_user",
         "ampfleet-admin",
         "Mosquitto dynamic-security admin account the provisioner uses (external broker).",
@@ -464,6 +473,15 @@ DECLARED: tuple[Setting, ...] = (
         "pki_certificate_days",
         365,
         "Validity of a device certificate, days (cut to the issuing CA's own).",
+        int,
+        minimum=1,
+    ),
+    Setting(
+        "pki_renew_before_days",
+        30,
+        "Days before its certificate expires from which a device may renew it over the device "
+        "contract (`cert/request`, docs/device-contract.md 4.10); a new key asked for earlier "
+        "is refused. Devices use the same window.",
         int,
         minimum=1,
     ),
@@ -677,6 +695,7 @@ class Settings:
     broker_service_password: str
     broker_bridge_user: str
     broker_bridge_password: str
+    broker_device_passwords: str
     broker_admin_user: str
     broker_admin_password: str
     max_payload_bytes: int
@@ -711,6 +730,7 @@ class Settings:
     pki_kek_file: str
     pki_ca_name: str
     pki_certificate_days: int
+    pki_renew_before_days: int
     pki_crl_days: int
     pki_crl_file: str
     pki_ca_file: str
@@ -740,6 +760,11 @@ class Settings:
     def values(self) -> Mapping[str, SettingValue]:
         """Every setting by name, in declaration order (``ampfleet settings`` prints them)."""
         return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+
+    @property
+    def device_passwords(self) -> bool:
+        """Whether devices may log in to the broker with a password (else by certificate)."""
+        return self.broker_device_passwords == "true"
 
     @property
     def data_path(self) -> Path:
@@ -804,6 +829,13 @@ def _derive(s: Settings) -> Settings:
     device_approval = s.device_approval or (
         "registration" if s.broker == "embedded" else "whitelist"
     )
+    if s.broker_device_passwords != "":
+        try:
+            device_passwords = _parse_bool(str(s.broker_device_passwords))
+        except ValueError as exc:
+            raise SettingsError(f"AMPFLEET_BROKER_DEVICE_PASSWORDS: {exc}") from exc
+    else:  # off by default in production (an external broker): certificates only
+        device_passwords = s.broker == "embedded"
     pki_crl_file = s.pki_crl_file or str(s.data_dir / "pki" / "crl.pem")
     pki_ca_file = s.pki_ca_file or str(s.data_dir / "pki" / "ca-chain.pem")
     mail_backend = s.mail_backend or ("smtp" if s.smtp_host else "console")
@@ -819,6 +851,7 @@ def _derive(s: Settings) -> Settings:
         public_url=public_url,
         metrics_host=metrics_host,
         device_approval=device_approval,
+        broker_device_passwords="true" if device_passwords else "false",
         mail_backend=mail_backend,
         smtp_port=smtp_port,
         pki_crl_file=pki_crl_file,

@@ -177,6 +177,57 @@ def fleet_overview() -> dict[str, Any]:
                 12,
                 24,
             ),
+            # Manufacturing and trust: the factory line, the PKI, quarantine and pairing.
+            panel(
+                "Enrollments by outcome (per hour)",
+                [prom("sum(increase(ampfleet_enrollments_total[1h])) by (outcome)", "{{outcome}}")],
+                "none",
+                0,
+                32,
+            ),
+            panel(
+                "Certificates issued and revoked (per hour)",
+                [
+                    prom("sum(increase(ampfleet_certificates_issued_total[1h]))", "issued"),
+                    prom(
+                        "sum(increase(ampfleet_certificates_revoked_total[1h])) by (reason)",
+                        "revoked {{reason}}",
+                    ),
+                ],
+                "none",
+                12,
+                32,
+            ),
+            panel(
+                "Devices in quarantine",
+                [prom("max(ampfleet_devices_quarantined)")],
+                "none",
+                0,
+                40,
+                "stat",
+                w=6,
+            ),
+            panel(
+                "Swapped boards (24 h)",
+                [prom("sum(increase(ampfleet_hardware_mismatches_total[24h]))")],
+                "none",
+                6,
+                40,
+                "stat",
+                w=6,
+            ),
+            panel(
+                "Pairing attempts by outcome (per hour)",
+                [
+                    prom(
+                        "sum(increase(ampfleet_pairing_attempts_total[1h])) by (outcome)",
+                        "{{outcome}}",
+                    )
+                ],
+                "none",
+                12,
+                40,
+            ),
         ],
     )
 

@@ -34,6 +34,9 @@ def settings_for(data_dir: Path, database_url: str, **overrides: Any) -> dict[st
         # A device registered through POST /devices is approved by it, on either broker: the
         # factory whitelist (cloud.manufacturing) is tested on its own, with "whitelist".
         "device_approval": "registration",
+        # Devices log in with passwords on either broker unless a test says otherwise (off is
+        # production's default with an external broker: tests/broker/test_mtls_mosquitto.py).
+        "broker_device_passwords": "true",
         "pki_kek": PKI_KEK,
         **overrides,
     }

@@ -15,9 +15,14 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner
+from prometheus_client.metrics import MetricWrapperBase
 
 from cloud.cli import main
+from cloud.devices import hardware, status
 from cloud.ingest import metrics
+from cloud.manufacturing import enrollment
+from cloud.pairing import service as pairing_service
+from cloud.pki import service as pki_service
 from cloud.settings import DECLARED
 from parameters import FAMILIES_DIR, load_family
 
@@ -73,6 +78,9 @@ def test_grafana_provisions_both_datasources_and_dashboards_use_real_metrics() -
     assert uids == {"ampfleet-influxdb", "ampfleet-prometheus"}
     names = {m._name for m in vars(metrics).values() if hasattr(m, "_name")}
     names |= {"ampfleet_devices", "ampfleet_devices_online"}
+    # The metrics of the factory line, the PKI, quarantine and pairing, as registered.
+    for module in (enrollment, pki_service, pairing_service, status, hardware):
+        names |= {m._name for m in vars(module).values() if isinstance(m, MetricWrapperBase)}
     boards = {
         p.stem: json.loads(p.read_text()) for p in (ROOT / "grafana/dashboards").glob("*.json")
     }

@@ -41,7 +41,7 @@ per_listener_settings false
 allow_anonymous false
 plugin ${plugin}
 plugin_opt_config_file ${dynsec_file}
-${user_line}
+${user_line}${pid_line}
 # Retained messages (device status), persistent sessions and queued QoS 1 commands survive a
 # restart. The dynamic-security plugin keeps its accounts in its own file (above).
 persistence true
@@ -63,7 +63,26 @@ log_type information
 connection_messages true
 
 listener ${port} ${bind}
-${tls_listener}""")
+${tls_listener}${mtls_listener}""")
+
+# The devices' listener: mutual TLS against the platform PKI (docs/mutual-tls.md). The
+# certificate's CN is the username and, with use_username_as_clientid, the client id too:
+# Mosquitto 2.0.11 does not consult the dynamic-security client at such a CONNECT (no password
+# check, ``disabled`` ignored), so without it a device could take over another's session by
+# naming its client id. Revoked certificates are refused at the handshake once Mosquitto has
+# re-read ``crlfile`` (SIGHUP does it; ``ampfleet broker crl-reload`` sends it when the file
+# changes).
+MTLS_TEMPLATE = string.Template("""
+listener ${port} ${bind}
+certfile ${certfile}
+keyfile ${keyfile}
+cafile ${cafile}
+crlfile ${crlfile}
+require_certificate true
+use_identity_as_username true
+use_username_as_clientid true
+tls_version tlsv1.2
+""")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,8 +96,14 @@ class MosquittoConfig:
     tls_port: int = 0  # 0: no TLS listener
     certfile: str = ""
     keyfile: str = ""
-    # CA of client certificates; only needed once devices present certificates.
+    # CA of client certificates on the TLS (password) listener; rarely wanted there.
     cafile: str = ""
+    # The mutual-TLS listener for devices with certificates (0: none): the platform's CA chain
+    # (``pki_ca_file``, what /api/v1/pki/ca.pem serves) and CRL (``pki_crl_file``), both
+    # written by cloud.pki. Mosquitto refuses to start while either file is missing.
+    mtls_port: int = 0
+    client_ca_file: str = ""
+    crl_file: str = ""
     # Mosquitto started as root switches to this user ("mosquitto" when unset), who must be
     # able to write the dynamic-security file and the persistence directory: otherwise every
     # change is lost at restart, and Mosquitto only says so in its log.
@@ -87,6 +112,8 @@ class MosquittoConfig:
     max_packet_size: int = 0
     plugin: str = DYNSEC_PLUGIN
     log_dest: str = "stdout"
+    # Where Mosquitto writes its process id: `ampfleet broker crl-reload` signals it.
+    pid_file: str = ""
 
 
 def render(config: MosquittoConfig) -> str:
@@ -99,10 +126,25 @@ def render(config: MosquittoConfig) -> str:
         tls += f"keyfile {config.keyfile}\n"
         if config.cafile:
             tls += f"cafile {config.cafile}\n"
+    mtls = ""
+    if config.mtls_port:
+        if not (config.certfile and config.keyfile and config.client_ca_file and config.crl_file):
+            raise ValueError(
+                "the mutual-TLS listener needs certfile, keyfile, client_ca_file and crl_file"
+            )
+        mtls = MTLS_TEMPLATE.substitute(
+            port=config.mtls_port,
+            bind=config.bind,
+            certfile=config.certfile,
+            keyfile=config.keyfile,
+            cafile=config.client_ca_file,
+            crlfile=config.crl_file,
+        )
     return TEMPLATE.substitute(
         plugin=config.plugin,
         dynsec_file=config.dynsec_file,
         user_line=f"user {config.user}\n" if config.user else "",
+        pid_line=f"pid_file {config.pid_file}\n" if config.pid_file else "",
         persistence_dir=config.persistence_dir.rstrip("/"),
         max_packet_line=(
             f"max_packet_size {config.max_packet_size}" if config.max_packet_size else ""
@@ -111,6 +153,7 @@ def render(config: MosquittoConfig) -> str:
         port=config.port,
         bind=config.bind,
         tls_listener=tls,
+        mtls_listener=mtls,
     )
 
 
@@ -165,17 +208,18 @@ def seed_devices(document: dict[str, Any], accounts: Iterable[DeviceAccount]) ->
     clients = list(document["clients"])
     roles = list(document["roles"])
     for account in accounts:
-        if account.password is None:
+        if account.password is None and account.password_auth:
             raise ValueError(f"{account.device_id}: seeding needs the password")
         role = dynsec.device_role(account.device_id)
-        roles.append({"rolename": role, "acls": dynsec.device_acls(account.device_id)})
+        roles.append({"rolename": role, "acls": dynsec.account_acls(account)})
         client: dict[str, Any] = {
             "username": account.device_id,
             "clientid": account.device_id,
             "textname": dynsec.DEVICE_TEXT + account.version,
-            **password_hash(account.password),
             "roles": [{"rolename": role}],
         }
+        if account.password is not None and account.password_auth:
+            client.update(password_hash(account.password))
         if not account.enabled:
             client["disabled"] = True
         clients.append(client)

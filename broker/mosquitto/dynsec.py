@@ -30,6 +30,7 @@ from typing import Any
 
 from broker.acl import BRIDGE_FOLLOWS, CLOUD_TO_DEVICE, DEVICE_TO_CLOUD, TOPIC_ROOT, device_topic
 from broker.admin import DeviceAccount, ResyncReport
+from firmware.core import topics
 
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
 RESPONSE_TOPIC = CONTROL_TOPIC + "/response"
@@ -101,14 +102,29 @@ def device_role(device_id: str) -> str:
     return DEVICE_ROLE_PREFIX + device_id
 
 
-def device_acls(device_id: str) -> list[Acl]:
+def device_acls(device_id: str, *, quarantined: bool = False, enabled: bool = True) -> list[Acl]:
     """One device's ACL: publish its device-to-cloud channels (and its will, which is one of
-    them), subscribe literally to and receive its cloud-to-device channels."""
+    them), subscribe literally to and receive its cloud-to-device channels.
+
+    Quarantined: publish its status (and its will there), nothing else, receive nothing.
+    Not enabled (suspended, decommissioned): nothing at all. The ACL is what holds a device
+    that authenticated by certificate: Mosquitto 2.0.11 ignores a client's ``disabled`` flag
+    then (docs/mutual-tls.md); a change of ACL applies to the next PUBLISH and delivery.
+    """
+    if not enabled:
+        return []
+    if quarantined:
+        return [_acl("publishClientSend", device_topic(device_id, topics.STATUS))]
     acls = [_acl("publishClientSend", device_topic(device_id, c)) for c in DEVICE_TO_CLOUD]
     for channel in CLOUD_TO_DEVICE:
         acls.append(_acl("subscribeLiteral", device_topic(device_id, channel)))
         acls.append(_acl("publishClientReceive", device_topic(device_id, channel)))
     return acls
+
+
+def account_acls(account: DeviceAccount) -> list[Acl]:
+    """The ACL of ``account``'s role, as its state (quarantined, enabled) allows."""
+    return device_acls(account.device_id, quarantined=account.quarantined, enabled=account.enabled)
 
 
 def service_text(username: str, password: str, prefix: str = SERVICE_TEXT) -> str:
@@ -289,27 +305,24 @@ def _plan_device(
     role = device_role(device_id)
     text = DEVICE_TEXT + account.version
     commands, report = result.commands, result.report
-    if client is None and account.password is None:
+    if client is None and account.password is None and account.password_auth:
         # Only the hash is stored: the broker cannot be given this password again.
         report.needs_rotation.append(device_id)
         return
-    _ensure_role(result, roles, role, device_acls(device_id))
+    _ensure_role(result, roles, role, account_acls(account))
     if client is None:
-        commands.append(
-            {
-                "command": "createClient",
-                "username": device_id,
-                "password": account.password,
-                "clientid": device_id,
-                "textname": text,
-                "roles": [{"rolename": role}],
-            }
-        )
+        _create_device_client(commands, account, text, role)
         report.created.append(device_id)
-        if not account.enabled:
-            commands.append({"command": "disableClient", "username": device_id})
         return
     disabled = client.disabled
+    if client.textname != text and not account.password_auth:
+        # Certificate only (no password credential, or passwords off): the old password must
+        # go, and modifyClient cannot remove one (an empty password is ignored). Recreating
+        # the client disconnects the device once.
+        commands.append({"command": "deleteClient", "username": device_id})
+        _create_device_client(commands, account, text, role)
+        report.updated.append(device_id)
+        return
     if client.textname != text:
         if account.password is None:
             # The broker holds an older password: it must stop working, now.
@@ -345,3 +358,22 @@ def _plan_device(
     elif not account.enabled and not disabled:
         commands.append({"command": "disableClient", "username": device_id})
         report.disabled.append(device_id)
+
+
+def _create_device_client(
+    commands: list[Command], account: DeviceAccount, text: str, role: str
+) -> None:
+    """createClient for a device: with its password, or none (certificate only: a client
+    without a password is refused on the password listeners)."""
+    command: Command = {
+        "command": "createClient",
+        "username": account.device_id,
+        "clientid": account.device_id,
+        "textname": text,
+        "roles": [{"rolename": role}],
+    }
+    if account.password is not None and account.password_auth:
+        command["password"] = account.password
+    commands.append(command)
+    if not account.enabled:
+        commands.append({"command": "disableClient", "username": account.device_id})

@@ -317,6 +317,55 @@ class MosquittoProvisioner:
                     ],
                 )
 
+    def refresh_device(
+        self, device_id: str, account: DeviceAccount | None, *, kick: bool = False
+    ) -> None:
+        """Make the device's account and role what the registry says now (``account``; None:
+        delete both, which disconnects it); ``kick`` disconnects it in any case.
+
+        A role's new ACL applies to the device's next PUBLISH and delivery at once; a kick
+        makes it reconnect and subscribe again under the new rights (an approval). For a
+        device on the mutual-TLS listener, deleting its client is what cuts it off: Mosquitto
+        2.0.11 lets a certificate reconnect whatever dynamic security says, and without a
+        client it may do nothing (deny by default) until the broker re-reads its CRL.
+        """
+        if account is None:
+            self.remove_device(device_id)
+            return
+        with self._control() as control:
+            usernames = [device_id, self.service_user]
+            rolenames = [dynsec.device_role(device_id), dynsec.SERVICE_ROLE]
+            if self.bridge_user and self.bridge_password:
+                usernames.append(self.bridge_user)
+                rolenames.append(dynsec.BRIDGE_ROLE)
+            clients, roles = self._partial_state(control, usernames, rolenames)
+            planned = self._plan(clients, roles, [account], complete=False)
+            commands = list(planned.commands)
+            client = clients.get(device_id)
+            recreated = any(c["command"] == "deleteClient" for c in commands)
+            kicked = any(c["command"] == "disableClient" for c in commands)
+            if kick and client is not None and not (recreated or kicked):
+                # No kick command in Mosquitto 2.0: disabling a client disconnects it. The
+                # plan has already set ``disabled`` as the account wants it; so does the kick.
+                if not account.enabled:
+                    commands += [
+                        {"command": "enableClient", "username": device_id},
+                        {"command": "disableClient", "username": device_id},
+                    ]
+                else:
+                    commands += [
+                        {"command": "disableClient", "username": device_id},
+                        {"command": "enableClient", "username": device_id},
+                    ]
+            self._apply(control, commands)
+        log.info(
+            "mosquitto: account of %s refreshed (%s%s%s)",
+            device_id,
+            "quarantined" if account.quarantined else "in service",
+            "" if account.enabled else ", disabled",
+            ", disconnected" if kick else "",
+        )
+
     def resync(
         self, devices: Iterable[DeviceAccount], *, registered: Collection[str] = ()
     ) -> ResyncReport:

@@ -94,9 +94,10 @@ def run(wait_for_workers: bool) -> None:
 def resync(interval: float | None, health_file: Path | None) -> None:
     """Make Mosquitto's accounts exactly the registry's (idempotent).
 
-    Creates or repairs the service account and each device's role; disables devices that
-    are suspended or decommissioned; deletes the accounts of devices without an active
-    credential. Only password hashes are stored, so a device whose account Mosquitto lost
+    Creates or repairs the service account and each device's role (narrowed to publishing its
+    status while it is quarantined or not approved); disables devices that are suspended or
+    decommissioned; deletes the accounts of devices without an active credential or a
+    certificate in force. Only password hashes are stored, so a device whose account Mosquitto lost
     (or whose rotation it missed) is disabled and listed: rotate its credentials. With the
     embedded broker there is nothing to do: it reads the registry itself.
     """
@@ -125,7 +126,7 @@ def _resync_once(settings: Settings) -> str:
         return "embedded broker: it reads the registry, nothing to resync"
     database = Database(settings.database_url)
     try:
-        accounts = active_accounts(database)
+        accounts = active_accounts(database, passwords=settings.device_passwords)
         registered = device_ids(database)
         report = broker_admin(settings).resync(accounts, registered=registered)
     except (BrokerAdminError, SettingsError) as exc:
@@ -165,6 +166,26 @@ def _resync_once(settings: Settings) -> str:
     help="User Mosquitto switches to when started as root; it must own the data directory "
     "(default: Mosquitto's own, `mosquitto`).",
 )
+@click.option(
+    "--mtls-port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="Port of the devices' mutual-TLS listener (client certificate of the platform PKI "
+    "required, its CN the username and client id; docs/mutual-tls.md). 0: none.",
+)
+@click.option(
+    "--client-ca-file",
+    help="The platform's CA chain as Mosquitto sees it (default: AMPFLEET_PKI_CA_FILE).",
+)
+@click.option(
+    "--crl-file",
+    help="The platform's CRL as Mosquitto sees it (default: AMPFLEET_PKI_CRL_FILE).",
+)
+@click.option(
+    "--pid-file",
+    help="Where Mosquitto writes its process id (for `ampfleet broker crl-reload`).",
+)
 def mosquitto_config(
     directory: Path,
     port: int,
@@ -174,6 +195,10 @@ def mosquitto_config(
     data_dir: str,
     plugin: str,
     user: str | None,
+    mtls_port: int,
+    client_ca_file: str | None,
+    crl_file: str | None,
+    pid_file: str | None,
 ) -> None:
     """Write mosquitto.conf into DIRECTORY, and dynamic-security.json when it is missing.
 
@@ -191,11 +216,15 @@ def mosquitto_config(
         persistence_dir=data_dir,
         port=port,
         tls_port=tls_port,
-        certfile=certfile if tls_port else "",
-        keyfile=keyfile if tls_port else "",
+        certfile=certfile if tls_port or mtls_port else "",
+        keyfile=keyfile if tls_port or mtls_port else "",
         max_packet_size=settings.max_payload_bytes + 1024,  # payload + topic and headers
         plugin=plugin,
         user=user,
+        mtls_port=mtls_port,
+        client_ca_file=client_ca_file or settings.pki_ca_file,
+        crl_file=crl_file or settings.pki_crl_file,
+        pid_file=pid_file or "",
     )
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "mosquitto.conf").write_text(render(config))
@@ -212,6 +241,42 @@ def mosquitto_config(
     )
     write_dynsec(target, document)
     click.echo(f"wrote {target}: mount it as {dynsec_file}, writable by Mosquitto")
+
+
+@broker.command("crl-reload")
+@click.option(
+    "--pid-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Mosquitto's pid_file (`ampfleet broker mosquitto-config --pid-file`).",
+)
+@click.option(
+    "--crl-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The CRL file Mosquitto reads (default: AMPFLEET_PKI_CRL_FILE).",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=1.0,
+    show_default=True,
+    help="Seconds between looks at the file.",
+)
+def crl_reload(pid_file: Path, crl_file: Path | None, interval: float) -> None:
+    """Send Mosquitto SIGHUP whenever the platform's CRL file changes, until stopped.
+
+    Mosquitto 2.0 reads its crlfile only at start and on SIGHUP: without this, a revoked
+    certificate passes the TLS handshake until the broker restarts (docs/mutual-tls.md). Run
+    it where Mosquitto's process can be signalled (same host or PID namespace).
+    """
+    from broker.mosquitto.crl_reload import CrlWatcher, signal_pid_file
+
+    settings = load_settings()
+    watcher = CrlWatcher(
+        crl_file or Path(settings.pki_crl_file), signal_pid_file(pid_file), interval
+    )
+    click.echo(f"watching {watcher.crl_file}: SIGHUP to the process in {pid_file}")
+    watcher.run()
 
 
 @broker.command("tls-files")

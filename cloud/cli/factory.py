@@ -256,6 +256,7 @@ def enroll_command(
             mac=None if chip_mac else enrolled["mac"],
             wifi_ssid=wifi_ssid,
             wifi_password=wifi_password,
+            guest_keys=enrolled["guest_keys"].encode() if enrolled.get("guest_keys") else None,
         )
         image = nvs.partition(nvs.csv_text(content), nvs.check_size(0x6000))
     except ToolError as exc:

@@ -84,23 +84,39 @@ def labels() -> None:
 @labels.command("print")
 @_API
 @_TOKEN
-@click.option("--device", "device_ids", multiple=True, required=True, help="Device id (repeat).")
+@click.option("--device", "device_ids", multiple=True, help="Device id (repeat).")
+@click.option(
+    "--batch",
+    "batch_id",
+    type=click.IntRange(min=1),
+    help="Instead of --device: the batch's next sheet (its provisioned devices without labels).",
+)
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     required=True,
     help="Where to write the sheet; .png for a PNG, anything else a PDF.",
 )
-def print_labels(api: str, token: str, device_ids: tuple[str, ...], out: Path) -> None:
+def print_labels(
+    api: str, token: str, device_ids: tuple[str, ...], batch_id: int | None, out: Path
+) -> None:
     """Issue the codes of provisioned devices and write their label sheet (PDF or PNG).
 
     Every print issues new box codes (the old box labels stop working): print once, stick the
     labels, then release. The sheet holds the box codes in clear: it is written 0600.
     """
+    if bool(device_ids) == (batch_id is not None):
+        raise click.UsageError("give --device (repeat) or --batch, not both")
     kind = "png" if out.suffix.lower() == ".png" else "pdf"
-    sheet, _ = call(api, token, "/labels", {"device_ids": list(device_ids), "format": kind})
+    body: dict[str, object] = {"format": kind}
+    if batch_id is not None:
+        body["batch_id"] = batch_id
+    else:
+        body["device_ids"] = list(device_ids)
+    sheet, _ = call(api, token, "/labels", body)
     write_private(out, sheet)
-    click.echo(f"{out}: labels of {len(device_ids)} chargers ({kind}, {len(sheet)} bytes)")
+    what = f"batch {batch_id}" if batch_id is not None else f"{len(device_ids)} chargers"
+    click.echo(f"{out}: labels of {what} ({kind}, {len(sheet)} bytes)")
 
 
 @labels.command("release")

@@ -7,6 +7,11 @@ registry, pushed to the broker), and keep their passwords in ``<data_dir>/simula
 (mode 0600) so that the next run reuses them. Enrolment costs one password hash per new
 device (about 0.1 s with the default KDF profile); for a load test of many thousands, provision
 the broker directly as ``scripts/bench_fleet.py`` does.
+
+With ``--board`` the chargers are enrolled simulated boards instead (``ampfleet factory enroll
+--simulated-board DIR``): nothing is registered, each connects over mutual TLS with the key and
+certificate its board holds (``firmware.host.boards``) and renews that certificate over the
+device contract when it nears expiry.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import ssl
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import click
@@ -25,6 +31,10 @@ from sqlalchemy import select
 
 from cloud.cli.common import load_settings
 from cloud.settings import Settings
+
+if TYPE_CHECKING:
+    from firmware.host.boards import BoardIdentity
+    from firmware.host.fleet import Fleet
 
 ORGANIZATION = "simulated"
 
@@ -50,14 +60,63 @@ ORGANIZATION = "simulated"
     show_default=True,
     help="Mean seconds between an EV leaving and the next arriving, per charger.",
 )
+@click.option(
+    "--board",
+    "boards",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="An enrolled simulated board directory, or a directory of them: run those chargers "
+    "over mutual TLS with their own key and certificate instead of registering --devices. "
+    "Repeat for more.",
+)
+@click.option(
+    "--broker-url",
+    metavar="URL",
+    help="Broker to connect to, e.g. mqtts://127.0.0.1:8883 (default AMPFLEET_BROKER_URL).",
+)
+@click.option(
+    "--server-ca",
+    type=click.Path(exists=True, dir_okay=False),
+    help="CA file the broker's server certificate is checked against (default "
+    "AMPFLEET_BROKER_TLS_CA_FILE; with --board and neither, the CA chain in the board's NVS).",
+)
 def simulate(
-    devices: int, family: str, prefix: str, duration: float, boot_rate: float, idle_mean: float
+    devices: int,
+    family: str,
+    prefix: str,
+    duration: float,
+    boot_rate: float,
+    idle_mean: float,
+    boards: tuple[Path, ...],
+    broker_url: str | None,
+    server_ca: str | None,
 ) -> None:
     """Run DEVICES simulated chargers (real firmware core, simulated hardware and EVs) against
     the configured broker, registering them first; a status line shows the fleet."""
     settings = load_settings()
+    url = broker_url or settings.broker_url
+    ca_file = server_ca or settings.broker_tls_ca_file or None
+    if boards:
+        from firmware.host.boards import load_boards
+        from firmware.tools import ToolError
+
+        try:
+            found = load_boards(boards)
+        except ToolError as exc:
+            raise click.ClickException(str(exc)) from exc
+        if urlsplit(url).scheme != "mqtts":
+            raise click.UsageError(f"--board connects over mutual TLS: {url} is not mqtts://")
+        asyncio.run(_run_boards(url, ca_file, found, family, duration, boot_rate, idle_mean))
+        return
+    if not settings.device_passwords:
+        # The simulated chargers log in with passwords; a resync would strip them otherwise.
+        raise click.ClickException(
+            "the simulated chargers log in with MQTT passwords, which are off "
+            "(AMPFLEET_BROKER_DEVICE_PASSWORDS): set it to true to simulate, or run enrolled "
+            "simulated boards over mutual TLS with --board"
+        )
     fleet_devices = enroll(settings, devices, prefix, family)
-    asyncio.run(_run(settings, fleet_devices, family, duration, boot_rate, idle_mean))
+    asyncio.run(_run(settings, url, ca_file, fleet_devices, family, duration, boot_rate, idle_mean))
 
 
 def enroll(settings: Settings, count: int, prefix: str, family: str) -> list[tuple[str, str]]:
@@ -135,20 +194,22 @@ def enroll(settings: Settings, count: int, prefix: str, family: str) -> list[tup
 
 async def _run(
     settings: Settings,
+    url: str,
+    ca_file: str | None,
     devices: list[tuple[str, str]],
     family: str,
     duration: float,
     boot_rate: float,
     idle_mean: float,
 ) -> None:
-    from firmware.host.fleet import Fleet, FleetStats
+    from firmware.host.fleet import Fleet
 
-    parts = urlsplit(settings.broker_url)
+    parts = urlsplit(url)
     context: ssl.SSLContext | None = None
     if parts.scheme == "mqtts":
-        context = ssl.create_default_context(cafile=settings.broker_tls_ca_file or None)
+        context = ssl.create_default_context(cafile=ca_file)
     fleet = Fleet(
-        devices,
+        list(devices),
         parts.hostname or "127.0.0.1",
         parts.port or (8883 if context else 1883),
         family=family,
@@ -156,6 +217,48 @@ async def _run(
         boot_rate=boot_rate,
         idle_mean_s=idle_mean,
     )
+    await _drive(fleet, url, duration)
+
+
+async def _run_boards(
+    url: str,
+    ca_file: str | None,
+    boards: list[BoardIdentity],
+    family: str,
+    duration: float,
+    boot_rate: float,
+    idle_mean: float,
+) -> None:
+    from firmware.host.fleet import Fleet
+
+    parts = urlsplit(url)
+    fleet = Fleet.from_boards(
+        boards,
+        parts.hostname or "127.0.0.1",
+        parts.port or 8883,
+        server_ca_file=ca_file,
+        family=family,
+        boot_rate=boot_rate,
+        idle_mean_s=idle_mean,
+    )
+    await _drive(fleet, url, duration)
+    from firmware.host.boards import save_board
+
+    saved = [
+        board.device_id
+        for board, charger in zip(boards, fleet.chargers, strict=False)
+        if save_board(board, charger.storage)
+    ]
+    if saved:
+        click.echo(
+            f"renewed certificates written back to the boards of {', '.join(saved)}", err=True
+        )
+
+
+async def _drive(fleet: Fleet, url: str, duration: float) -> None:
+    from firmware.host.fleet import FleetStats
+
+    devices = fleet.transports
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -176,7 +279,7 @@ async def _run(
         )
         click.echo(("\r" + line) if tty else line, nl=not tty, err=True)
 
-    click.echo(f"simulating {len(devices)} chargers on {settings.broker_url}", err=True)
+    click.echo(f"simulating {len(devices)} chargers on {url}", err=True)
     await fleet.run(stop, progress)
     if tty:
         click.echo(err=True)

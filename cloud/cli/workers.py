@@ -173,6 +173,8 @@ def ingest(client_id: str | None, metrics_port: int | None, shared: bool | None)
 @_shared
 def status(client_id: str | None, metrics_port: int | None, shared: bool | None) -> None:
     """Keep each device's online/offline state and last-seen time from its status topic."""
+    from broker.admin import broker_admin
+    from broker.registry import refresher
     from cloud.audit.service import system_recorder
     from cloud.db import Database
     from cloud.devicelink.endpoint import service_endpoint
@@ -180,8 +182,9 @@ def status(client_id: str | None, metrics_port: int | None, shared: bool | None)
     from cloud.ocpp.bridges import bridge_status
 
     settings = load_settings()
+    database = Database(settings.database_url)
     status_worker = StatusWorker(
-        Database(settings.database_url),
+        database,
         service_endpoint(settings),
         _client_id_for("status", client_id),
         settings.data_path,
@@ -190,6 +193,10 @@ def status(client_id: str | None, metrics_port: int | None, shared: bool | None)
         max_skew_ms=settings.max_clock_skew * 1000,
         gateways=bridge_status,  # an OCPP bridge's will marks its chargers offline
         audit=system_recorder("status"),
+        # A device quarantined here loses its rights on the broker at once (Mosquitto).
+        on_quarantine=refresher(
+            broker_admin(settings), database, passwords=settings.device_passwords
+        ),
     )
     _serve(settings, "status", "records", status_worker, metrics_port)
 
@@ -255,7 +262,9 @@ def charging(client_id: str | None, metrics_port: int | None, shared: bool | Non
 
     It also keeps the PKI's CRL current: every AMPFLEET_PKI_CRL_CHECK_INTERVAL seconds it
     issues a new CRL once half of the current one has passed, and rewrites AMPFLEET_PKI_CRL_FILE
-    and AMPFLEET_PKI_CA_FILE when they are behind the records (docs/pki.md).
+    and AMPFLEET_PKI_CA_FILE when they are behind the records (docs/pki.md); and it answers
+    the devices' certificate requests (af/+/cert/request, docs/device-contract.md 4.10) on a
+    connection of its own (client id <client id>-certs, $share/certs/... on Mosquitto/EMQX).
     """
     import datetime as dt
 
@@ -263,6 +272,7 @@ def charging(client_id: str | None, metrics_port: int | None, shared: bool | Non
     from cloud.db import Database
     from cloud.devicelink.endpoint import service_endpoint
     from cloud.pki.crl import CrlKeeper
+    from cloud.pki.renewal import RenewalWorker
 
     settings = load_settings()
     database = Database(settings.database_url)
@@ -278,7 +288,16 @@ def charging(client_id: str | None, metrics_port: int | None, shared: bool | Non
         max_payload_bytes=settings.max_payload_bytes,
         max_skew_ms=settings.max_clock_skew * 1000,
     )
-    service = Alongside(charging_worker, CrlKeeper(database, settings))
+    renewals = RenewalWorker(
+        database,
+        service_endpoint(settings),
+        _client_id_for("charging", client_id) + "-certs",
+        settings.data_path,
+        shared_subscriptions=_sharing(settings, shared),
+        settings=settings,
+        max_payload_bytes=settings.max_payload_bytes,
+    )
+    service = Alongside(charging_worker, CrlKeeper(database, settings), renewals)
     _serve(settings, "charging", "records", service, metrics_port)
 
 

@@ -11,6 +11,10 @@ from cloud.devicelink.rejects import Rejected
 from firmware.core import contract
 
 DEVICES_ONLINE = Gauge("ampfleet_devices_online", "Devices whose last status is online.")
+DEVICES_QUARANTINED = Gauge(
+    "ampfleet_devices_quarantined",
+    "Devices in quarantine (not approved, or a swapped board), waiting for an admin.",
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

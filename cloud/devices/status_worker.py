@@ -24,10 +24,16 @@ from cloud.devicelink.subscriptions import Message
 from cloud.devicelink.threaded import ThreadedLink
 from cloud.devices import hardware, quarantine
 from cloud.devices.models import Device, DeviceStatus, LifecycleState
-from cloud.devices.status import DEVICES_ONLINE, StatusDecoder, StatusUpdate
+from cloud.devices.status import (
+    DEVICES_ONLINE,
+    DEVICES_QUARANTINED,
+    StatusDecoder,
+    StatusUpdate,
+)
 from firmware.core import contract
 
 log = logging.getLogger(__name__)
+QUARANTINE_COUNT_EVERY = 30.0  # seconds between counts of the quarantined devices
 
 #: Applies a status of a gateway (the session, its id, online?): None when the id is no
 #: gateway's, else the devices whose status it changed.
@@ -69,10 +75,16 @@ class StatusWorker:
         max_skew_ms: int = 300_000,
         gateways: Gateways | None = None,
         audit: AuditTrail | None = None,
+        on_quarantine: Callable[[str], None] | None = None,
     ) -> None:
         self.database = database
         self.gateways = gateways
         self.audit = audit
+        # Told the id of each device this worker quarantined, once that is committed: the
+        # broker narrows its rights at once (broker.registry.refresher; the embedded broker
+        # re-checks by itself). Injected: the registry domain does not import the broker.
+        self.on_quarantine = on_quarantine
+        self._quarantined: list[str] = []
         self.decoder = StatusDecoder(max_payload_bytes, max_skew_ms)
         self.rejects = RejectLog(data_dir / "rejected.jsonl")
         topic = shared(contract.topic("+", contract.STATUS), "status", shared_subscriptions)
@@ -81,6 +93,7 @@ class StatusWorker:
         self.connection.subscribe(topic, self._on_message)
         self.updates = 0
         self._lock = threading.Lock()
+        self._quarantine_counted = -QUARANTINE_COUNT_EVERY
 
     def start(self) -> None:
         """Connect and follow status messages."""
@@ -107,6 +120,15 @@ class StatusWorker:
         """Record one status update (unknown devices are counted and ignored)."""
         if self._record(update):
             self._refresh_gauge()
+        with self._lock:
+            quarantined, self._quarantined = self._quarantined, []
+        for device_id in quarantined:
+            if self.on_quarantine is None:
+                continue
+            try:
+                self.on_quarantine(device_id)
+            except Exception:  # the quarantine stands in the records; a resync applies it
+                log.exception("the broker was not told that %s is quarantined", device_id)
 
     def _record(self, update: StatusUpdate) -> bool:
         now = utcnow()
@@ -179,6 +201,7 @@ class StatusWorker:
         if device.approved_at is None:
             if quarantine.put(session, device, NOT_APPROVED, self.audit, {"cause": "connected"}):
                 log.warning("device %s connected without approval: quarantined", device.id)
+                self._quarantined.append(device.id)
             return
         found = hardware.differences(device.chip_id, device.slave_ids, update.hardware)
         if not found:
@@ -189,12 +212,24 @@ class StatusWorker:
             "reported": update.hardware,
         }
         if quarantine.put(session, device, reason, self.audit, details):
+            self._quarantined.append(device.id)
             # The alarm: a counter to alert on, an error in the log, and the audited quarantine
             # entry (GET /api/v1/quarantine lists the device with this reason).
             hardware.HARDWARE_MISMATCHES.inc()
             log.error("device %s quarantined, a swapped board? %s", device.id, reason)
 
     def _refresh_gauge(self) -> None:
+        # The quarantine count changes rarely (and mostly through the API): counted at most
+        # every QUARANTINE_COUNT_EVERY seconds, not at every status of a connect storm.
+        now = time.monotonic()
+        count_quarantined = now >= self._quarantine_counted + QUARANTINE_COUNT_EVERY
         with self.database.transaction() as session:
             online = session.scalar(select(func.count()).where(DeviceStatus.online.is_(True)))
+            if count_quarantined:
+                quarantined = session.scalar(
+                    select(func.count()).where(Device.quarantine_reason.is_not(None))
+                )
         DEVICES_ONLINE.set(online or 0)
+        if count_quarantined:
+            self._quarantine_counted = now
+            DEVICES_QUARANTINED.set(quarantined or 0)

@@ -16,6 +16,7 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from prometheus_client import Counter
 from sqlalchemy import select
 from sqlalchemy.orm import Session, lazyload
 
@@ -29,6 +30,12 @@ from cloud.manufacturing import EnrollmentError, HardwareMismatchError, macpool
 from cloud.manufacturing.batches import device_id_for
 from cloud.manufacturing.macs import hardware_id
 from cloud.manufacturing.models import BatchSerial, BatchState
+
+ENROLLMENTS = Counter(
+    "ampfleet_enrollments",
+    "Enrollment requests by outcome: enrolled, or the refusal's reason code.",
+    ["outcome"],
+)
 
 
 @dataclasses.dataclass(frozen=True)

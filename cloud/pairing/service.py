@@ -18,6 +18,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from prometheus_client import Counter
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
@@ -298,6 +299,14 @@ def _fail(
     session.flush()
 
 
+PAIRING_ATTEMPTS = Counter(
+    "ampfleet_pairing_attempts",
+    "Pairing attempts past the format check, by outcome (paired, wrong_box_code, locked_out...): "
+    "a rise of refusals is someone guessing box codes.",
+    ["outcome"],
+)
+
+
 def _attempt(
     session: Session,
     user: Principal,
@@ -307,6 +316,7 @@ def _attempt(
     **details: Any,
 ) -> None:
     """Audit one pairing attempt (the box code never; the charger code is printed, public)."""
+    PAIRING_ATTEMPTS.labels(outcome).inc()
     record(
         session,
         user,

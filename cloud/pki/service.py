@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import NameOID
+from prometheus_client import Counter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -37,6 +38,13 @@ from cloud.pki import (
 )
 from cloud.pki.models import CertificateState, DeviceCertificate
 from cloud.settings import Settings
+
+CERTIFICATES_ISSUED = Counter(
+    "ampfleet_certificates_issued", "Device certificates the platform PKI issued."
+)
+CERTIFICATES_REVOKED = Counter(
+    "ampfleet_certificates_revoked", "Device certificates revoked, by reason.", ["reason"]
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,6 +154,7 @@ def revoke(
     if targets:
         session.flush()
         crl.regenerate(session, settings)
+        CERTIFICATES_REVOKED.labels(reason).inc(len(targets))
     return [c.serial for c in targets]
 
 
@@ -276,6 +285,7 @@ def _issue(
     )
     session.add(stored)
     session.flush()
+    CERTIFICATES_ISSUED.inc()
     record(
         session,
         actor,

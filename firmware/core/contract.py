@@ -49,6 +49,8 @@ CONFIG_DESIRED = topics.CONFIG_DESIRED
 CMD = topics.CMD
 OTA = topics.OTA
 AUTH_LIST = topics.AUTH_LIST
+CERT_REQUEST = topics.CERT_REQUEST
+CERT = topics.CERT
 
 UPLINK = topics.DEVICE_TO_CLOUD
 DOWNLINK = topics.CLOUD_TO_DEVICE
@@ -65,6 +67,8 @@ QOS = {
     CMD: 1,
     OTA: 1,
     AUTH_LIST: 1,
+    CERT_REQUEST: 1,
+    CERT: 1,
 }
 RETAINED = {
     TELEMETRY: False,
@@ -77,6 +81,10 @@ RETAINED = {
     CMD: False,
     OTA: True,
     AUTH_LIST: True,
+    # A certificate is an answer to one request: retained, it would be handed again to the
+    # device at every reconnect, and outlive a revocation. The device asks again instead.
+    CERT_REQUEST: False,
+    CERT: False,
 }
 
 # Limits (docs/device-contract.md, "Limits").
@@ -90,6 +98,8 @@ MAX_SIGNATURE_LENGTH = 1024
 MAX_DEPTH = 8
 MAX_HARDWARE_ID = 32  # hex digits: 16 bytes, the widest MCU unique id we know (STM32: 12)
 MAX_SLAVES = 16  # slave MCUs on one master's I2C bus
+MAX_PEM = 8192  # characters of one PEM field (a CSR; a certificate chain of three is ~2.3 KB)
+MAX_SERIAL = 40  # hex digits of a certificate serial (20 bytes, RFC 5280 4.1.2.2)
 MAX_AUTH_TOKENS = 200  # a local list of 200 cards stays well inside MAX_PAYLOAD_BYTES
 MAX_SAFE_INT = 9007199254740991  # 2**53 - 1: exact in every JSON reader, JavaScript included
 INT_MIN = -9223372036854775808  # telemetry integers are int64 in InfluxDB and SQLite
@@ -381,6 +391,43 @@ class OtaStatus(_Message):
         self.reason = reason
 
 
+class CertRequest(_Message):
+    """A device asks for a new certificate (``cert/request``): for the key of ``csr`` (a PEM
+    CSR, CN = the device id), or, with ``recertify`` True, for the key it holds already."""
+
+    __slots__ = ("csr", "recertify")
+
+    def __init__(self, csr: "str | None", recertify: bool) -> None:
+        self.csr = csr
+        self.recertify = recertify
+
+
+class CertReply(_Message):
+    """The cloud's answer on ``cert``: the certificate (PEM leaf), its chain (leaf, issuing CA,
+    root), serial and ``not_after`` (ms); or ``error``, the reason of a refusal."""
+
+    __slots__ = ("certificate", "chain", "error", "not_after", "serial")
+
+    def __init__(
+        self,
+        certificate: "str | None",
+        chain: "str | None",
+        serial: "str | None",
+        not_after: "int | None",
+        error: "str | None",
+    ) -> None:
+        self.certificate = certificate
+        self.chain = chain
+        self.serial = serial
+        self.not_after = not_after
+        self.error = error
+
+    @property
+    def ok(self) -> bool:
+        """True when the reply carries a certificate (False: ``error`` says why not)."""
+        return self.error is None
+
+
 # --- field checks (shared by decoders and encoders) ------------------------------------------
 
 
@@ -619,6 +666,22 @@ def _url(value: "Any") -> str:
     text = _text(value, "url", MAX_URL_LENGTH)
     if not (text.startswith("https://") or text.startswith("http://")):
         raise ContractError("bad_value", "url", "must be an http:// or https:// URL")
+    return text
+
+
+def _pem(value: "Any", field: str, label: str) -> str:
+    """A PEM text of at most MAX_PEM characters that holds a ``-----BEGIN <label>`` block."""
+    text = _text(value, field, MAX_PEM)
+    if "-----BEGIN " + label not in text:
+        raise ContractError("bad_value", field, "must be PEM: -----BEGIN " + label + "-----")
+    return text
+
+
+def _serial(value: "Any") -> str:
+    """A certificate serial: 1 to 40 lowercase hex digits."""
+    text = _text(value, "serial", MAX_SERIAL)
+    if text.strip(_HEX):
+        raise ContractError("bad_value", "serial", "must be 1 to 40 lowercase hex digits")
     return text
 
 
@@ -938,6 +1001,59 @@ def decode_auth_list(
     return AuthList(_int(obj["version"], "version", 0, MAX_SAFE_INT), _auth_tokens(obj["tokens"]))
 
 
+_CERT_REQUEST_FIELDS = {"v", "csr", "recertify"}
+_CERT_FIELDS = {"v", "certificate", "chain", "serial", "not_after", "error"}
+_CERT_REQUIRED = ("certificate", "chain", "serial", "not_after")
+
+
+def _cert_request(obj: "JsonObject") -> CertRequest:
+    _fields(obj, _CERT_REQUEST_FIELDS, ())
+    if "recertify" in obj:
+        if obj["recertify"] is not True:
+            raise ContractError("bad_value", "recertify", "must be true when present")
+        if "csr" in obj:
+            raise ContractError("bad_value", "csr", "a CSR or recertify, not both")
+        return CertRequest(None, True)
+    if "csr" not in obj:
+        raise ContractError("missing_field", "csr", "a CSR, or recertify: true")
+    return CertRequest(_pem(obj["csr"], "csr", "CERTIFICATE REQUEST"), False)
+
+
+def decode_cert_request(
+    payload: "bytes | str",
+    now_ms: "int | None" = None,
+    max_bytes: int = MAX_PAYLOAD_BYTES,
+    max_skew_ms: int = MAX_CLOCK_SKEW_MS,
+) -> CertRequest:
+    """Decode an ``af/{id}/cert/request`` payload."""
+    return _cert_request(_load(payload, max_bytes))
+
+
+def _cert_reply(obj: "JsonObject") -> CertReply:
+    if "error" in obj:
+        _fields(obj, {"v", "error"}, ())
+        error = _text(obj["error"], "error", MAX_STRING)
+        return CertReply(None, None, None, None, error)
+    _fields(obj, _CERT_FIELDS, _CERT_REQUIRED)
+    return CertReply(
+        _pem(obj["certificate"], "certificate", "CERTIFICATE"),
+        _pem(obj["chain"], "chain", "CERTIFICATE"),
+        _serial(obj["serial"]),
+        _int(obj["not_after"], "not_after", 1, MAX_SAFE_INT),
+        None,
+    )
+
+
+def decode_cert(
+    payload: "bytes | str",
+    now_ms: "int | None" = None,
+    max_bytes: int = MAX_PAYLOAD_BYTES,
+    max_skew_ms: int = MAX_CLOCK_SKEW_MS,
+) -> CertReply:
+    """Decode an ``af/{id}/cert`` payload: a certificate, or an error."""
+    return _cert_reply(_load(payload, max_bytes))
+
+
 _DECODERS = {
     TELEMETRY: decode_telemetry,
     STATUS: decode_status,
@@ -949,6 +1065,8 @@ _DECODERS = {
     CMD: decode_command,
     OTA: decode_ota,
     AUTH_LIST: decode_auth_list,
+    CERT_REQUEST: decode_cert_request,
+    CERT: decode_cert,
 }
 
 
@@ -1128,4 +1246,36 @@ def encode_auth_list(version: int, tokens: "Mapping[str, int | None]") -> bytes:
     obj = {"v": CONTRACT_VERSION, "version": _int(version, "version", 0, MAX_SAFE_INT)}  # type: dict[str, Any]
     obj["tokens"] = items
     _auth_tokens(items)  # the same checks as the decoder: never send what a device refuses
+    return _dump(obj)
+
+
+def encode_cert_request(csr: "str | None" = None, recertify: bool = False) -> bytes:
+    """Payload of ``af/{id}/cert/request``: a PEM CSR for a new key, or ``recertify=True``
+    (the same key again, for a board that cannot make one)."""
+    obj = {"v": CONTRACT_VERSION}  # type: dict[str, Any]
+    if recertify:
+        obj["recertify"] = True
+    if csr is not None:
+        obj["csr"] = csr
+    _cert_request(obj)  # the decoder's checks: never send what the cloud refuses
+    return _dump(obj)
+
+
+def encode_cert(certificate: str, chain: str, serial: str, not_after: int) -> bytes:
+    """Payload of ``af/{id}/cert`` carrying a certificate (``not_after`` in ms)."""
+    obj = {  # type: dict[str, Any]
+        "v": CONTRACT_VERSION,
+        "certificate": certificate,
+        "chain": chain,
+        "serial": serial,
+        "not_after": not_after,
+    }
+    _cert_reply(obj)
+    return _dump(obj)
+
+
+def encode_cert_error(error: str) -> bytes:
+    """Payload of ``af/{id}/cert`` refusing a request; ``error`` says why (<= 256 chars)."""
+    obj = {"v": CONTRACT_VERSION, "error": error}  # type: dict[str, Any]
+    _cert_reply(obj)
     return _dump(obj)

@@ -31,12 +31,15 @@ What the link does:
   ``bad_args`` (details in ``result``); others go to the handler; the last 16 final results are
   kept, so that a redelivered command id gets its stored result again instead of running twice;
 * ``auth/list``: the decoded list goes to the handler (which keeps it when its version is new);
+* ``cert``: the answer to ``request_certificate`` goes to the handler (certificate renewal,
+  ``firmware.core.renewal``);
 * a downlink message that breaks the contract (bad JSON, unknown fields, another device's or an
   unknown channel) is counted and reported as ``message.rejected``, never raised.
 
 The ``handler`` (the master application) provides ``on_config(changed, reboot, now_ms)``,
 ``run_command(command, now_ms) -> (status, result, reason)``, ``on_ota(offer, now_ms)``
-(offer None: the retained offer was cleared) and ``on_auth_list(auth_list, now_ms)``. A
+(offer None: the retained offer was cleared), ``on_auth_list(auth_list, now_ms)`` and
+``on_certificate(reply, now_ms)``. A
 handler that raises does not stop the link: the failure is counted and reported as an event.
 """
 
@@ -283,6 +286,8 @@ class Link:
                 self.handler.on_ota(contract.decode_ota(payload), now)
             elif channel == contract.AUTH_LIST:
                 self.handler.on_auth_list(contract.decode_auth_list(payload), now)
+            elif channel == contract.CERT:
+                self.handler.on_certificate(contract.decode_cert(payload), now)
             else:
                 raise contract.ContractError("bad_topic", "channel", "not a downlink channel")
         except contract.ContractError as exc:
@@ -336,6 +341,15 @@ class Link:
         """An OTA status: published now, or held until the next connection."""
         payload = contract.encode_ota_status(version, state, progress, reason)
         self._send_or_hold(contract.OTA_STATUS, payload)
+
+    def request_certificate(self, csr: "str | None") -> bool:
+        """Ask for a new certificate (contract 4.10): for the key of ``csr``, or the same key
+        again when None. Only on a live connection, never buffered: the answer comes on this
+        connection or the device asks again after the next one. True when published."""
+        if self.state != UP:
+            return False
+        payload = contract.encode_cert_request(csr, csr is None)
+        return self._publish(contract.CERT_REQUEST, payload)
 
     def report_config(self) -> bool:
         """Publish config/reported: the version applied last and every setting in force."""

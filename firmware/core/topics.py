@@ -38,15 +38,18 @@ CONFIG_DESIRED = "config/desired"
 CMD = "cmd"
 OTA = "ota"
 AUTH_LIST = "auth/list"
+CERT_REQUEST = "cert/request"
+CERT = "cert"
 
 # Device -> cloud: a device publishes these under its own id.
-DEVICE_TO_CLOUD = (TELEMETRY, STATUS, EVENTS, CONFIG_REPORTED, CMD_RESULT, OTA_STATUS)
+DEVICE_TO_CLOUD = (TELEMETRY, STATUS, EVENTS, CONFIG_REPORTED, CMD_RESULT, OTA_STATUS, CERT_REQUEST)
 # Cloud -> device: a device subscribes to (and receives) these under its own id.
-CLOUD_TO_DEVICE = (CONFIG_DESIRED, CMD, OTA, AUTH_LIST)
+CLOUD_TO_DEVICE = (CONFIG_DESIRED, CMD, OTA, AUTH_LIST, CERT)
 CHANNELS = DEVICE_TO_CLOUD + CLOUD_TO_DEVICE
 # What a proxy that speaks for a device (the OCPP bridge) follows for each device it holds: its
 # cloud -> device channels, and its status (a newer "online" that the proxy did not publish says
-# another proxy instance holds the device now).
+# another proxy instance holds the device now). ``cert`` arrives there too and is ignored: an
+# OCPP charger renews its certificate over OCPP's SignCertificate, never asks on the contract.
 BRIDGE_FOLLOWS = CLOUD_TO_DEVICE + (STATUS,)  # noqa: RUF005 - MicroPython-safe
 
 # The device id is the MQTT client id, username, topic level and certificate CN: no '/', '+',

@@ -6,9 +6,9 @@ board, so this module is ``firmware.hal.esp32`` there too.
 
 Configuration (``load_config``): identity and secrets from the NVS partition made at the
 factory (firmware/tools/nvs.py: namespace ``ampfleet``, blobs ``device_id``, ``mqtt_pass``,
-``broker_url``, ``ca_cert``, ``wifi_ssid``, ``wifi_pass``), the firmware version from the
-bundle's ``/manifest.json``, and the board's wiring from an optional ``/config.json``
-(``role``: master or slave, ``node``, ``family``, pin numbers).
+``broker_url``, ``ca_cert``, ``client_cert``, ``client_key``, ``wifi_ssid``, ``wifi_pass``),
+the firmware version from the bundle's ``/manifest.json``, and the board's wiring from an
+optional ``/config.json`` (``role``: master or slave, ``node``, ``family``, pin numbers).
 """
 
 import json
@@ -290,6 +290,13 @@ class UmqttTransport(interface.MqttTransport):
             ca_cert = self.nvs.get("ca_cert")
             if ca_cert:
                 ssl.load_verify_locations(cadata=ca_cert)
+            # Mutual TLS: the certificate and key the factory wrote, or the certificate renewed
+            # over the contract (docs/device-contract.md 4.10), read at every connection so a
+            # renewal takes effect at the next one.
+            client_cert = self.nvs.get("client_cert")
+            client_key = self.nvs.get("client_key")
+            if client_cert and client_key:
+                ssl.load_cert_chain(client_cert, client_key)
         client = MQTTClient(
             client_id,
             host,

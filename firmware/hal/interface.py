@@ -179,6 +179,12 @@ class Board:
         its factory MAC), None when unknown; announced with the slaves' (contract 4.2 hw)."""
         return None
 
+    def make_key(self, device_id: str) -> "tuple[bytes, str] | None":
+        """A new EC P-256 key pair for certificate renewal: (private key PEM, CSR PEM with CN
+        ``device_id``); None when the board cannot make keys (stock MicroPython has no
+        public-key crypto: it renews the key it holds, docs/device-contract.md 4.10)."""
+        return None
+
     def reset(self) -> None:
         """Reboot the MCU (on the board this does not return)."""
         raise NotImplementedError

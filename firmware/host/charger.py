@@ -58,6 +58,7 @@ class HostBoard(Board):
         "cp",
         "downloader",
         "i2c",
+        "keys",
         "mqtt",
         "rand",
         "reset_requested",
@@ -78,8 +79,10 @@ class HostBoard(Board):
         signal_dbm: int | None = -61,
         rfid: CardReader | None = None,
         chip: str | None = None,
+        keys: bool = True,
     ) -> None:
         self.chip = chip
+        self.keys = keys
         self.i2c = i2c
         self.cp = cp
         self.clock = clock
@@ -102,6 +105,15 @@ class HostBoard(Board):
     def chip_id(self) -> str | None:
         """The simulated master's unique id (hex)."""
         return self.chip
+
+    def make_key(self, device_id: str) -> tuple[bytes, str] | None:
+        """A fresh P-256 key and its CSR, made for real (``cryptography``), as a board with an
+        EC library would; None when the simulated board is one that cannot (``keys=False``)."""
+        if not self.keys:
+            return None
+        from firmware.tools.station import make_key_and_csr
+
+        return make_key_and_csr(device_id)
 
 
 def unique_id(device_id: str, node: str) -> bytes:
@@ -209,12 +221,15 @@ class SimCharger:
         downloader: MemoryDownloader | None = None,
         storage: MemoryStorage | None = None,
         hardware: dict[str, Any] | None = None,
+        make_keys: bool = True,
         **master_options: Any,
     ) -> None:
         """``transport`` (or a ``broker`` to make a MemoryTransport to) reaches the cloud;
         ``hardware`` the MCUs' unique ids (``{"chip": hex, "slaves": {node: hex}}``, default
         ``hardware_ids(device_id, family)``: what an enrollment records, and what the master
-        announces at boot); ``master_options`` go to ``Master`` (retry, outbox, ...)."""
+        announces at boot); ``make_keys``: whether the board makes a new key to renew its
+        certificate (else it asks to re-certify the key it holds, as a stock MicroPython board
+        does); ``master_options`` go to ``Master`` (retry, outbox, ...)."""
         if transport is None:
             if broker is None:
                 raise ValueError("give a broker or a transport")
@@ -249,6 +264,7 @@ class SimCharger:
             XorShift(seed + 1),
             rfid=self.reader,
             chip=self.hardware["chip"],
+            keys=make_keys,
         )
         self.master_options = master_options
         self.reboots = 0

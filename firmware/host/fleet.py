@@ -22,10 +22,17 @@ import math
 import ssl
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from firmware.host.charger import SimCharger
 from firmware.host.clock import SimClock, XorShift
 from firmware.host.gmqtt_transport import GmqttTransport
+from firmware.host.storage import MemoryStorage
+
+if TYPE_CHECKING:
+    from firmware.host.boards import BoardIdentity
+
+Context = ssl.SSLContext | Callable[[], ssl.SSLContext]
 
 
 @dataclasses.dataclass
@@ -56,16 +63,23 @@ class _Driver:
 
 
 class Fleet:
-    """``devices`` (id, password) as simulated chargers of ``family`` on ``host:port``."""
+    """``devices`` (id, password) as simulated chargers of ``family`` on ``host:port``.
+
+    ``storages`` (one per device) are their flashes, ``contexts`` (one per device) their TLS
+    client contexts instead of the shared ``context``: what ``from_boards`` gives for chargers
+    that connect with client certificates."""
 
     def __init__(
         self,
-        devices: Sequence[tuple[str, str]],
+        devices: Sequence[tuple[str, str | None]],
         host: str,
         port: int,
         *,
         family: str = "ac22-3p",
         context: ssl.SSLContext | None = None,
+        contexts: Sequence[Context] | None = None,
+        storages: Sequence[MemoryStorage] | None = None,
+        charger_options: dict[str, Any] | None = None,
         seed: int = 1,
         boot_rate: float = 500.0,
         tick_ms: int = 250,
@@ -83,10 +97,18 @@ class Fleet:
         self.busy_step_ms = busy_step_ms
         self.idle_step_ms = idle_step_ms
         self.idle_mean_s = idle_mean_s
+        if contexts is not None and len(contexts) != len(devices):
+            raise ValueError("one TLS context per device")
+        if storages is not None and len(storages) != len(devices):
+            raise ValueError("one storage per device")
         self.transports = [
-            GmqttTransport(host, port, device_id, password, context)
-            for device_id, password in devices
+            GmqttTransport(
+                host, port, device_id, password, contexts[n] if contexts is not None else context
+            )
+            for n, (device_id, password) in enumerate(devices)
         ]
+        self._storages = storages
+        self._charger_options = charger_options or {}
         self.chargers: list[SimCharger] = []
         self._devices = list(devices)
         self._family = family
@@ -94,6 +116,29 @@ class Fleet:
         self._wake: list[int] = []
         self._drivers: list[_Driver] = []
         self.stats = FleetStats(devices=len(devices))
+
+    @classmethod
+    def from_boards(
+        cls,
+        boards: Sequence[BoardIdentity],
+        host: str,
+        port: int,
+        *,
+        server_ca_file: str | None = None,
+        **options: Any,
+    ) -> Fleet:
+        """Enrolled simulated boards (``firmware.host.boards.load_boards``) as chargers that
+        connect over mutual TLS with the key and certificate each board holds; the server is
+        checked against ``server_ca_file`` (default: the CA chain in the board's NVS)."""
+        from firmware.host.boards import NVS_CA, ClientTls
+
+        storages = [board.storage() for board in boards]
+        contexts: list[Context] = [
+            ClientTls(storage, server_ca_file, board.records.get(NVS_CA))
+            for board, storage in zip(boards, storages, strict=True)
+        ]
+        devices = [(board.device_id, None) for board in boards]
+        return cls(devices, host, port, contexts=contexts, storages=storages, **options)
 
     async def run(
         self, stop: asyncio.Event, progress: Callable[[FleetStats], None] | None = None
@@ -132,6 +177,8 @@ class Fleet:
                 self._family,
                 transport=self.transports[index],
                 seed=self._seed + index,
+                storage=self._storages[index] if self._storages is not None else None,
+                **self._charger_options,
             )
             self.chargers.append(charger)
             self._wake.append(now)

@@ -12,6 +12,11 @@ object is kept across connections: gmqtt resends on the next CONNACK the QoS 1 m
 broker never acknowledged, as the MQTT session rules ask of a device.
 
 One gmqtt client per simulated charger costs about 19 KiB; no thread, one socket.
+
+Mutual TLS: ``context`` may be a callable that returns the ``ssl.SSLContext`` to use, called
+at every connection attempt (``firmware.host.boards.ClientTls``: the client certificate the
+charger's flash holds now, so a renewed one is presented from the next connection on).
+``password`` is then None: the broker takes the certificate's CN as the username.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import asyncio
 import logging
 import ssl
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import gmqtt
@@ -72,8 +78,8 @@ class GmqttTransport(MqttTransport):
         host: str,
         port: int,
         username: str,
-        password: str,
-        context: ssl.SSLContext | None = None,
+        password: str | None,
+        context: ssl.SSLContext | Callable[[], ssl.SSLContext] | None = None,
         keepalive: int = 60,
     ) -> None:
         self.host = host
@@ -112,16 +118,17 @@ class GmqttTransport(MqttTransport):
 
     async def _connect(self, client: gmqtt.Client) -> None:
         try:
+            context = self.context() if callable(self.context) else self.context
             await client.connect(
                 self.host,
                 self.port,
-                ssl=self.context or False,
+                ssl=context or False,
                 keepalive=self.keepalive,
                 version=MQTTv311,
             )
         except MQTTConnectError as exc:
             self._events.append(("failed", getattr(exc, "_code", None) in _REFUSED))
-        except (TimeoutError, OSError) as exc:
+        except (TimeoutError, OSError, ValueError) as exc:  # ValueError: no usable key/cert
             log.debug("%s: cannot connect: %s", self.username, exc)
             self._events.append(("failed", False))
         else:

@@ -21,6 +21,14 @@ NVS records: ``config`` (settings), ``ota`` (update state), ``session`` (the ses
 the open session: charging.Charger.record) and ``auth`` (the local authorization list); the
 factory's ``guest_keys`` (the platform's public keys for guest credentials) is only read.
 
+Certificate renewal (docs/device-contract.md 4.10, ``firmware.core.certs``): the factory's
+``client_cert`` says when the certificate expires; once inside the renewal window, with the
+clock set and the link up, the master asks once per connection, with a CSR for a new key when
+the board can make one (``board.make_key``; the key and CSR wait in ``cert_next_key`` and
+``cert_next_csr`` until certified) or for the same key otherwise, and installs what comes back
+when it certifies the key it asked for: ``client_cert`` (and ``client_key``), which the
+transport reads at its next connection.
+
 Guest credentials (``present_guest_credential``, docs/guest-credentials.md): a pass signed by
 the platform, checked here with the keys from NVS and no cloud link, that authorises a session
 like a card of the local list, under the guest id.
@@ -28,7 +36,17 @@ like a card of the local list, under the guest id.
 
 import json
 
-from firmware.core import authlist, charging, guestpass, i2cproto, link, ota, params, registers
+from firmware.core import (
+    authlist,
+    certs,
+    charging,
+    guestpass,
+    i2cproto,
+    link,
+    ota,
+    params,
+    registers,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -74,6 +92,7 @@ class Master:
         "boot_ms",
         "charger",
         "client",
+        "connections",
         "contactor_cmd",
         "control_due",
         "control_ms",
@@ -92,6 +111,7 @@ class Master:
         "reader",
         "reboot_pending",
         "relay",
+        "renewal",
         "sampler",
         "settings",
         "unsent",
@@ -112,12 +132,14 @@ class Master:
         control_ms: int = CONTROL_MS,
         night_only: bool = False,
         utc_offset_s: int = 0,
+        renew_before_ms: int = certs.RENEW_BEFORE_MS,
     ) -> None:
         """``retry``: an i2cproto.RetryPolicy; ``outbox``: an Outbox (its capacity);
         ``control_ms``: the control cycle (keep it under the relay's 3 s watchdog);
         ``night_only``: charge only inside the night window (settings ``night_window_start_s``
         and ``night_window_end_s``, seconds since local midnight, local = UTC +
-        ``utc_offset_s``)."""
+        ``utc_offset_s``); ``renew_before_ms``: how long before its certificate expires the
+        master asks for the next one."""
         if not 0 < control_ms < registers.CONTACTOR_WATCHDOG_MS:
             raise ValueError("control_ms must be shorter than the contactor watchdog")
         self.board = board
@@ -161,6 +183,14 @@ class Master:
             device_id, fw, family.schema, board.mqtt, self.settings, self, board.rand, outbox
         )
         self.link.hw = self._hardware(now_ms)
+        self.connections = 0  # CONNACKs since boot: a certificate is asked for once per one
+        self.renewal = certs.Renewal(self._certificate_expiry(), renew_before_ms)
+        retry = board.storage.get(certs.NVS_RETRY)
+        if retry:
+            try:
+                self.renewal.retry_at = int(retry)
+            except ValueError:
+                board.storage.delete(certs.NVS_RETRY)
         board.mqtt.attach(self)
 
     # --- the loop -----------------------------------------------------------------------------
@@ -172,6 +202,8 @@ class Master:
         link_.clock_set = self.board.clock.synced()
         self.board.mqtt.poll()
         link_.tick(now_ms)
+        if link_.up and link_.clock_set and self.renewal.due(now_ms, self.connections):
+            self._ask_certificate()
         if self.unsent and link_.clock_set:
             unsent = self.unsent
             self.unsent = []
@@ -425,6 +457,77 @@ class Master:
             for version, state, progress, reason in statuses:
                 self.link.send_ota_status(version, state, progress, reason)
 
+    # --- certificate renewal ---------------------------------------------------------------
+
+    def _certificate_expiry(self) -> "int | None":
+        """The certificate's notAfter (None: no certificate, or unreadable: nothing to renew).
+        A new key whose certificate was stored but not the key itself (power lost in between,
+        ``on_certificate``) is put in place first."""
+        storage = self.board.storage
+        try:
+            current = storage.get(certs.NVS_CERT)
+            pending = storage.get(certs.NVS_NEXT_CSR)
+            if current and pending and certs.certificate_key(current) == certs.request_key(pending):
+                storage.put(certs.NVS_KEY, storage.get(certs.NVS_NEXT_KEY))
+                self._forget_next_key()
+            return certs.not_after_ms(current)
+        except certs.CertificateError:
+            return None
+
+    def _forget_next_key(self) -> None:
+        self.board.storage.delete(certs.NVS_NEXT_KEY)
+        self.board.storage.delete(certs.NVS_NEXT_CSR)
+
+    def _ask_certificate(self) -> None:
+        """Ask for the next certificate: the pending CSR again, a new one, or the same key."""
+        storage = self.board.storage
+        csr = storage.get(certs.NVS_NEXT_CSR)
+        if csr is None:
+            make_key = getattr(self.board, "make_key", None)  # boards that cannot: none
+            made = make_key(self.link.device_id) if make_key is not None else None
+            if made is not None:
+                key_pem, csr_text = made
+                csr = csr_text.encode()
+                storage.put(certs.NVS_NEXT_KEY, key_pem)
+                storage.put(certs.NVS_NEXT_CSR, csr)
+        if self.link.request_certificate(None if csr is None else csr.decode()):
+            self.renewal.asked(self.connections)
+
+    def on_certificate(self, reply: "Any", now_ms: int) -> None:
+        """The cloud's answer (link): install a certificate of the key asked for; it is used
+        from the next connection on."""
+        if not reply.ok:
+            self._certificate_refused(reply.error, now_ms)
+            return
+        storage = self.board.storage
+        try:
+            got = certs.certificate_key(reply.certificate)
+            not_after = certs.not_after_ms(reply.certificate)
+            pending = storage.get(certs.NVS_NEXT_CSR)
+            current = storage.get(certs.NVS_CERT)
+            new_key = pending is not None and certs.request_key(pending) == got
+            same_key = not new_key and current is not None and certs.certificate_key(current) == got
+        except certs.CertificateError as exc:
+            self._certificate_refused("unreadable certificate: " + str(exc), now_ms)
+            return
+        if not (new_key or same_key):
+            self._certificate_refused("the certificate is for another key", now_ms)
+            return
+        # The certificate first, then its key: after a power cut in between, the boot finds
+        # a certificate of the pending key and finishes (``_certificate_expiry``).
+        storage.put(certs.NVS_CERT, reply.chain.encode())
+        if new_key:
+            storage.put(certs.NVS_KEY, storage.get(certs.NVS_NEXT_KEY))
+            self._forget_next_key()
+        self.renewal.installed(not_after, now_ms)
+        data = {"serial": reply.serial, "not_after": not_after}
+        self.link.send_event(now_ms, "certificate.renewed", "info", data)
+
+    def _certificate_refused(self, error: str, now_ms: int) -> None:
+        self.renewal.refused(now_ms)
+        self.board.storage.put(certs.NVS_RETRY, str(self.renewal.retry_at).encode())
+        self.link.send_event(now_ms, "certificate.refused", "warning", {"error": error[:200]})
+
     # --- reboot -------------------------------------------------------------------------------
 
     def _maybe_reboot(self, now: int) -> None:
@@ -466,6 +569,7 @@ class Master:
 
     def on_connected(self, now_ms: "int | None" = None) -> None:
         """CONNACK: the link announces itself; a pending OTA image has proven itself."""
+        self.connections += 1
         self.link.on_connected(now_ms)
         if self.link.up and self.ota.healthy():
             self.board.storage.ota_mark_valid()

@@ -86,9 +86,13 @@ class EnrolledNvs:
     mac: str | None = None
     wifi_ssid: str | None = None
     wifi_password: str | None = None
+    # The platform's guest-credential keys (the enrollment answer's ``guest_keys``): public.
+    guest_keys: bytes | None = None
 
     def __post_init__(self) -> None:
         nvs.check_device_id(self.device_id)
+        if self.guest_keys is not None:
+            nvs.check_guest_keys(self.guest_keys)
         nvs.check_broker_url(self.broker_url)
         nvs.check_ca_cert(self.ca_cert)
         nvs.check_ca_cert(self.client_cert)
@@ -110,5 +114,6 @@ class EnrolledNvs:
             ("mac", None if self.mac is None else bytes.fromhex(unique_id(self.mac))),
             ("wifi_ssid", None if self.wifi_ssid is None else self.wifi_ssid.encode()),
             ("wifi_pass", None if self.wifi_password is None else self.wifi_password.encode()),
+            (nvs.GUEST_KEYS, self.guest_keys),
         ]
         return [(key, value) for key, value in values if value is not None]

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 from typing import Any
 
-from broker.admin import DeviceAccount
+from broker.admin import CERTIFICATE_ONLY, DeviceAccount
 from broker.mosquitto import dynsec
-from broker.mosquitto.config import MosquittoConfig, initial_dynsec, password_hash, render
+from broker.mosquitto.config import (
+    MosquittoConfig,
+    initial_dynsec,
+    password_hash,
+    render,
+    seed_devices,
+)
 from broker.mosquitto.dynsec import ClientState, plan
 
 SERVICE = {"service_user": "svc", "service_password": "svc-pw", "admin_user": "adm"}
@@ -182,3 +189,77 @@ def test_the_configuration_refuses_anonymous_clients_on_every_listener() -> None
     assert "certfile /c.pem" in lines and "keyfile /k.pem" in lines
     # per_listener_settings false: the security settings must come before any listener.
     assert lines.index("allow_anonymous false") < lines.index("listener 1883 0.0.0.0")
+
+
+def test_certificate_only_devices_get_an_account_without_password_and_rights_by_state() -> None:
+    clients, roles = fresh_broker()
+    waiting = DeviceAccount("d1", CERTIFICATE_ONLY, True, quarantined=True)
+    result = plan(clients, roles, [waiting], **SERVICE)
+    created = [
+        c for c in result.commands if c["command"] == "createClient" and c["username"] == "d1"
+    ]
+    assert len(created) == 1 and "password" not in created[0]
+    clients, roles = broker_after(result.commands, clients, roles)
+    assert clients["d1"].textname == "ampfleet:device:certificate"
+    status_only = [{"acltype": "publishClientSend", "topic": "af/d1/status", "allow": True}]
+    assert roles["af-device-d1"] == status_only  # publish its status, receive nothing
+
+    approved = dataclasses.replace(waiting, quarantined=False)
+    result = plan(clients, roles, [approved], **SERVICE)
+    assert [c["command"] for c in result.commands] == ["modifyRole"]  # the client stays
+    clients, roles = broker_after(result.commands, clients, roles)
+    assert dynsec.acl_key(roles["af-device-d1"]) == dynsec.acl_key(dynsec.device_acls("d1"))
+    assert not plan(clients, roles, [approved], **SERVICE).commands
+
+    suspended = dataclasses.replace(approved, enabled=False)
+    result = plan(clients, roles, [suspended], **SERVICE)
+    clients, roles = broker_after(result.commands, clients, roles)
+    # Mosquitto 2.0.11 ignores `disabled` for a certificate: the empty role is what holds it.
+    assert roles["af-device-d1"] == [] and clients["d1"].disabled
+
+
+def test_a_password_revoked_beside_a_certificate_recreates_the_account_without_it() -> None:
+    clients, roles = fresh_broker()
+    result = plan(clients, roles, [DeviceAccount("d1", "v1", True, "pw1")], **SERVICE)
+    clients, roles = broker_after(result.commands, clients, roles)
+    result = plan(clients, roles, [DeviceAccount("d1", CERTIFICATE_ONLY)], **SERVICE)
+    # modifyClient cannot remove a password (an empty one is ignored): delete and create.
+    commands = [c for c in result.commands if c.get("username") == "d1"]
+    assert [c["command"] for c in commands] == ["deleteClient", "createClient"]
+    assert "password" not in commands[1] and result.report.updated == ["d1"]
+
+
+def test_the_mutual_tls_listener_binds_the_certificate_to_username_and_client_id() -> None:
+    text = render(
+        MosquittoConfig(
+            "/d/dynsec.json",
+            "/d",
+            certfile="/c/server.pem",
+            keyfile="/c/server.key",
+            mtls_port=8884,
+            client_ca_file="/pki/ca-chain.pem",
+            crl_file="/pki/crl.pem",
+            pid_file="/run/mosquitto.pid",
+        )
+    )
+    listener = text[text.index("listener 8884") :].splitlines()
+    for line in (
+        "cafile /pki/ca-chain.pem",
+        "crlfile /pki/crl.pem",
+        "require_certificate true",
+        "use_identity_as_username true",
+        "use_username_as_clientid true",
+        "tls_version tlsv1.2",
+    ):
+        assert line in listener
+    assert "pid_file /run/mosquitto.pid" in text
+    assert text.count("\nlistener ") == 2  # the password listener stays
+
+
+def test_seeding_takes_certificate_only_devices_without_a_password() -> None:
+    document = initial_dynsec("adm", "adm-pw", "svc", "svc-pw")
+    seeded = seed_devices(document, [DeviceAccount("d1", CERTIFICATE_ONLY, quarantined=True)])
+    client = next(c for c in seeded["clients"] if c["username"] == "d1")
+    assert "password" not in client and client["clientid"] == "d1"
+    role = next(r for r in seeded["roles"] if r["rolename"] == "af-device-d1")
+    assert role["acls"] == dynsec.device_acls("d1", quarantined=True)

@@ -24,6 +24,7 @@ sys.path.insert(0, ROOT)  # the board tree, not the repository: imports below co
 from firmware.core import (  # noqa: E402
     authlist,
     backoff,
+    certs,
     charging,
     contract,
     guestpass,
@@ -408,7 +409,13 @@ def test_link():
     check(
         "subscribed",
         sorted(transport.subscribed),
-        ["af/CHG-1/auth/list", "af/CHG-1/cmd", "af/CHG-1/config/desired", "af/CHG-1/ota"],
+        [
+            "af/CHG-1/auth/list",
+            "af/CHG-1/cert",
+            "af/CHG-1/cmd",
+            "af/CHG-1/config/desired",
+            "af/CHG-1/ota",
+        ],
     )
     lk.on_message(
         "af/CHG-1/auth/list", contract.encode_auth_list(1, {"04A1B2C3": None, "04D4": T0})
@@ -712,6 +719,39 @@ def test_hardware():
         check("hardware refused", [exc.reason, exc.field], ["bad_value", "hw.slaves.meter"])
 
 
+def test_certs():
+    import binascii
+    import json
+
+    with open(ROOT + "/vectors/certs.json") as file:
+        vectors = json.load(file)
+    for pem, not_after in vectors["certificates"]:
+        check("cert expiry", certs.not_after_ms(pem), not_after)
+        check("cert key", binascii.hexlify(certs.certificate_key(pem)).decode(), vectors["key"])
+        log("cert expiry", certs.not_after_ms(pem.encode()))
+    check("csr key", binascii.hexlify(certs.request_key(vectors["csr"])).decode(), vectors["key"])
+    try:
+        certs.not_after_ms("-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n")
+        failures.append("a truncated certificate was read")
+    except certs.CertificateError:
+        check("cert truncated", True, True)
+    renewal = certs.Renewal(100000, window_ms=30000, retry_ms=1000)
+    check("renewal early", renewal.due(69999, 1), False)
+    check("renewal due", renewal.due(70000, 1), True)
+    renewal.asked(1)
+    check(
+        "renewal once per connection", [renewal.due(70000, 1), renewal.due(70000, 2)], [False, True]
+    )
+    payload = contract.encode_cert_request(vectors["csr"])
+    check("cert request", contract.decode_cert_request(payload).csr, vectors["csr"])
+    again = contract.decode_cert_request(contract.encode_cert_request(None, True))
+    check("recertify", [again.csr, again.recertify], [None, True])
+    pem, not_after = vectors["certificates"][0]
+    reply = contract.decode_cert(contract.encode_cert(pem, pem, "1f", not_after))
+    check("cert reply", [reply.ok, reply.serial, reply.not_after], [True, "1f", not_after])
+    check("cert error", contract.decode_cert(contract.encode_cert_error("no")).error, "no")
+
+
 for name, function in (
     ("i2c", test_i2c),
     ("params", test_params),
@@ -727,6 +767,7 @@ for name, function in (
     ("master guest", test_master_guest),
     ("master guest reader", test_master_guest_reader),
     ("hardware", test_hardware),
+    ("certs", test_certs),
 ):
     run(name, function)
 

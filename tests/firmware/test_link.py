@@ -114,6 +114,7 @@ def test_connect_sequence_follows_the_contract(rig: Rig, broker: MemoryBroker) -
         f"af/{DEVICE}/cmd": 1,
         f"af/{DEVICE}/ota": 1,
         f"af/{DEVICE}/auth/list": 1,
+        f"af/{DEVICE}/cert": 1,
     }
     reported = contract.decode_config(broker.log[1].payload)
     assert reported == contract.Config(0, rig.settings.in_force())

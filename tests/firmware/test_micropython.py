@@ -101,7 +101,50 @@ def board_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(BUILD, root / "parameters")
     (root / "vectors").mkdir()
     (root / "vectors" / "guestpass.json").write_text(json.dumps(guestpass_vectors()))
+    (root / "vectors" / "certs.json").write_text(json.dumps(certificate_vectors()))
     return root
+
+
+def certificate_vectors() -> dict[str, object]:
+    """A certificate chain and a CSR made with ``cryptography``, with what the script must read
+    from them: the expiry (UTCTime and GeneralizedTime) and the keys (firmware/core/certs.py)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def spki(key: ec.EllipticCurvePrivateKey) -> str:
+        return (
+            key.public_key()
+            .public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            .hex()
+        )
+
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "CHG-1")])
+    key, ca = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    cases = []
+    for expiry in (dt.datetime(2027, 9, 21, 10, 11, 12), dt.datetime(2051, 1, 2, 3, 4, 5)):
+        expiry = expiry.replace(tzinfo=dt.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(expiry - dt.timedelta(days=365))
+            .not_valid_after(expiry)
+            .sign(ca, hashes.SHA256())
+        )
+        pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+        cases.append([pem, int(expiry.timestamp() * 1000)])
+    csr = x509.CertificateSigningRequestBuilder().subject_name(name).sign(key, hashes.SHA256())
+    return {
+        "certificates": cases,
+        "key": spki(key),
+        "csr": csr.public_bytes(serialization.Encoding.PEM).decode(),
+    }
 
 
 def guestpass_vectors() -> dict[str, object]:
@@ -231,7 +274,7 @@ def test_firmware_behaves_the_same_under_real_micropython(board_tree: Path) -> N
     on_cpython = run_cpython(board_tree)
     for output in (on_micropython, on_cpython):
         assert "FAIL" not in output, output[-3000:]
-        assert output.strip().splitlines()[-1] == "CHECKS 80", output[-3000:]
+        assert output.strip().splitlines()[-1] == "CHECKS 93", output[-3000:]
     micro = [line for line in on_micropython.splitlines() if line.startswith("T ")]
     cpython = [line for line in on_cpython.splitlines() if line.startswith("T ")]
     assert len(micro) > 20

@@ -22,6 +22,7 @@ from tests.manufacturing.support import (
     snapshot,
     station,
 )
+from tests.pki.test_csr import tampered_signature
 
 CHIP = "58cf790a0b0c"
 SLAVES = ["58cf790a0b0d", "58cf790a0b0e"]
@@ -121,6 +122,13 @@ def test_every_refusal_has_its_reason_and_writes_nothing(
         ("second enrollment", body(first), 409, "serial", "already_enrolled"),
         ("CSR with another CN", body(third, csr=csr_for("someone-else")), 422, "csr", "bad_csr"),
         ("RSA-1024 key", body(third, csr=rsa1024_csr(third)), 422, "csr", "bad_csr"),
+        (
+            "a bad signature",
+            body(third, csr=tampered_signature(csr_for(third))),
+            422,
+            "csr",
+            "bad_csr",
+        ),
         ("not a CSR", body(third, csr="-----BEGIN NONSENSE-----"), 422, "csr", "bad_csr"),
         ("a MAC already used", body(third, mac=used), 409, "mac", "mac_taken"),
         ("a malformed chip id", body(third, chip_id="xyz"), 422, "chip_id", "bad_hardware_id"),

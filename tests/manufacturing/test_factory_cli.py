@@ -5,20 +5,15 @@ that the simulated charger then announces the hardware it was enrolled with."""
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from flask import Flask
-from werkzeug.serving import make_server
 
 from cloud.cli import main
 from cloud.devices.hardware import differences
-from firmware.core import contract
+from firmware.core import contract, guestpass
 from firmware.host.charger import SimCharger
 from firmware.host.clock import SimClock
 from firmware.host.esp32c3 import SimulatedBoard
@@ -30,20 +25,6 @@ from tests.tools import nvs_reader
 
 ROOT = Path(__file__).resolve().parents[2]
 BROKER = "mqtts://mqtt.example.com:8883"
-
-
-@pytest.fixture
-def api(app: Flask, backend: str) -> Iterator[str]:
-    """The API served over HTTP (the station is a separate program), SQLite only: the API's
-    behaviour on MariaDB is the other tests'."""
-    if backend != "sqlite":
-        pytest.skip("the command's HTTP side is the same on either database")
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(10)
 
 
 def enroll(api: str, tenant: Tenant, serial: str, board: Path, *extra: str) -> tuple[int, str]:
@@ -93,6 +74,8 @@ def test_a_simulated_board_is_enrolled_and_flashed(
         == board.public_key_pem()
     )
     assert x509.load_pem_x509_certificates(items["ca_cert"])
+    # The platform's guest-credential keys: what the charger checks a guest's pass with offline.
+    assert guestpass.keys_from_nvs(items["guest_keys"])
 
     # The simulated charger of that board announces the hardware it was enrolled with.
     broker = MemoryBroker()

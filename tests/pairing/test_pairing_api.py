@@ -293,3 +293,13 @@ def test_a_factory_reset_event_clears_owners_and_guests_and_the_box_code_pairs_a
     assert entry.actor_id == "system:charging" and len(entry.details["removed"]) == 2
 
     assert next_owner.post("/pairings", json=charger.codes()).status_code == 201
+
+
+def test_a_label_request_names_devices_or_a_batch_not_both(tenant: Tenant) -> None:
+    _, station = tenant.user("factory-station")
+    device = tenant.device(state="provisioned")
+    for body in ({}, {"device_ids": [device["id"]], "batch_id": 1}, {"batch_id": "7"}):
+        refused = station.post("/labels", json=body)
+        assert refused.status_code == 422, (body, refused.get_json())
+    unknown = station.post("/labels", json={"batch_id": 999_999})
+    assert unknown.status_code == 422 and "batch_id" in field_of(unknown)

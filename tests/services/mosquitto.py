@@ -12,6 +12,10 @@ directory, so ``stop()``/``start()`` keeps accounts and retained messages::
         broker.service_user, broker.service_password
         broker.provisioner()                             # a MosquittoProvisioner for it
 
+Given the platform PKI's CA chain and CRL files (``client_ca_file``, ``crl_file``), it also
+runs the devices' mutual-TLS listener on ``mtls_port`` (docs/mutual-tls.md); ``reload()`` sends
+SIGHUP, which makes Mosquitto re-read the CRL.
+
 ``scripts/services.sh`` installs the mosquitto package; the system's own Mosquitto (port 1883,
 default configuration) is left alone.
 """
@@ -62,13 +66,20 @@ class Mosquitto:
 
     start_timeout = 15.0
 
-    def __init__(self, directory: Path | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path | None = None,
+        *,
+        client_ca_file: Path | None = None,
+        crl_file: Path | None = None,
+    ) -> None:
         self._owns_directory = directory is None
         self.directory = directory or Path(tempfile.mkdtemp(prefix="mosquitto-"))
         self.directory.mkdir(parents=True, exist_ok=True)
         self.host = "127.0.0.1"
         self.port = free_port()
         self.tls_port = free_port()
+        self.mtls_port = free_port() if client_ca_file and crl_file else 0
         self.admin_user = "ampfleet-admin"
         self.admin_password = secrets.token_urlsafe(24)
         self.service_user = "ampfleet-service"
@@ -90,6 +101,9 @@ class Mosquitto:
             # Started as root, Mosquitto would switch to "mosquitto", who cannot write here.
             user=pwd.getpwuid(os.geteuid()).pw_name,
             log_dest=f"file {self.log_path}",
+            mtls_port=self.mtls_port,
+            client_ca_file=str(client_ca_file or ""),
+            crl_file=str(crl_file or ""),
         )
         self.config_path.write_text(render(config))
         write_dynsec(
@@ -143,7 +157,7 @@ class Mosquitto:
                 cwd=self.directory,
             )
         deadline = time.monotonic() + self.start_timeout
-        pending = [self.port, self.tls_port]
+        pending = [p for p in (self.port, self.tls_port, self.mtls_port) if p]
         while pending and time.monotonic() < deadline:
             if not self.running:
                 raise ServiceError(f"mosquitto exited at start:\n{self.log_tail()}")
@@ -167,6 +181,11 @@ class Mosquitto:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto re-reads its configuration, the CRL included."""
+        if self._process is not None and self.running:
+            self._process.send_signal(signal.SIGHUP)
 
     def log_tail(self, lines: int = 40) -> str:
         """The last lines of Mosquitto's log, for failure messages."""

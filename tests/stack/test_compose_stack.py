@@ -191,6 +191,10 @@ def stack(make_mariadb_database: Callable[[], str], tmp_path: Path) -> Iterator[
     # The .env a user writes from .env.example: every secret the file requires.
     env = {name: secrets.token_hex(16) for name in required_variables(text)}
     compose = ComposeFile(env)
+    # The simulated charger (`ampfleet simulate`) logs in with a password, which production
+    # turns off by default (AMPFLEET_BROKER_DEVICE_PASSWORDS, docs/mutual-tls.md): as if the
+    # image said otherwise, so that every process of the stack (the resync sidecar too) agrees.
+    compose.image_env["AMPFLEET_BROKER_DEVICE_PASSWORDS"] = "true"
     translator = Translator(compose, tmp_path, make_mariadb_database())
     stack = Stack(compose, translator, tmp_path / "logs")
     with Influxd(tmp_path / "influxd") as influx:

@@ -2,23 +2,21 @@
 
 The password is returned once, by the issue and by each rotation; the records keep its
 argon2id hash only. Every change is written to the registry first, then pushed to the broker
-(``broker.admin.BrokerAdmin``). When the broker cannot be reached the request still succeeds:
+(``cloud.api.devices.broker_sync``). When the broker cannot be reached the request still succeeds:
 the registry is the truth, the failure is logged, and ``ampfleet broker resync`` applies it
 (on Mosquitto a stale password is disabled; the embedded broker reads the registry itself).
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
 from typing import Any
 
 from flask import current_app
 from flask.views import MethodView
 
-from broker.admin import BrokerAdmin, broker_admin
 from cloud.api.auth import current_principal, requires
 from cloud.api.blueprint import Blueprint
+from cloud.api.devices.broker_sync import push, refresh_broker
 from cloud.api.devices.credentials_schemas import CredentialSchema, IssuedCredentialSchema
 from cloud.api.devices.routes import get_device
 from cloud.api.errors import fail, not_found
@@ -29,8 +27,6 @@ from cloud.db import request_session, utcnow
 from cloud.devices.credentials import DeviceCredential, may_connect, new_password
 from cloud.devices.models import Device, LifecycleState
 from cloud.settings import Settings
-
-log = logging.getLogger(__name__)
 
 PERMISSION = "devices:credentials"
 
@@ -45,15 +41,6 @@ credentials = Blueprint(
 def _settings() -> Settings:
     settings: Settings = current_app.extensions["ampfleet.settings"]
     return settings
-
-
-def app_broker_admin() -> BrokerAdmin:
-    """The app's broker admin (chosen by ``settings.broker``), made on first use."""
-    admin: BrokerAdmin | None = current_app.extensions.get("ampfleet.broker_admin")
-    if admin is None:
-        admin = broker_admin(_settings())
-        current_app.extensions["ampfleet.broker_admin"] = admin
-    return admin
 
 
 def describe(credential: DeviceCredential, **secret: Any) -> dict[str, Any]:
@@ -90,22 +77,12 @@ def _check_issuable(device: Device) -> None:
         fail(409, message=f"device id {device.id!r} is reserved for a broker account of the cloud")
     if device.state is LifecycleState.DECOMMISSIONED:
         fail(409, message="the device is decommissioned: it gets no credentials")
-
-
-def _push(what: str, device_id: str, change: Callable[[BrokerAdmin], None]) -> bool:
-    """Apply a committed change to the broker; False (logged) when that failed."""
-    try:
-        change(app_broker_admin())
-    except Exception:
-        # The registry already holds the change: the request succeeds, resync catches up.
-        log.exception(
-            "broker not updated for the %s of %s's credentials; `ampfleet broker resync` "
-            "applies it",
-            what,
-            device_id,
+    if not settings.device_passwords:
+        fail(
+            409,
+            message="device passwords are off (AMPFLEET_BROKER_DEVICE_PASSWORDS): devices "
+            "connect with a certificate of the platform PKI (docs/mutual-tls.md)",
         )
-        return False
-    return True
 
 
 def _audit(device: Device, action: str, details: dict[str, Any]) -> None:
@@ -154,8 +131,8 @@ class Credentials(MethodView):
         session.flush()
         _audit(device, "device.credentials_issue", {"username": device.id})
         commit()
-        synced = _push(
-            "issue",
+        synced = push(
+            "credentials issue",
             device.id,
             lambda admin: admin.upsert_device(
                 device.id,
@@ -180,7 +157,8 @@ class Credentials(MethodView):
         credential.revoked_at = utcnow()
         _audit(device, "device.credentials_revoke", {"username": device.id})
         commit()
-        _push("revocation", device.id, lambda admin: admin.remove_device(device.id))
+        # A device that also holds a certificate keeps its account (without the password).
+        refresh_broker("credentials revocation", device.id, kick=True)
 
 
 @credentials.route("/<string(maxlength=64):device_id>/credentials/rotate", endpoint="Rotation")
@@ -200,8 +178,8 @@ class Rotation(MethodView):
         credential.rotated_at = utcnow()
         _audit(device, "device.credentials_rotate", {"username": device.id})
         commit()
-        synced = _push(
-            "rotation",
+        synced = push(
+            "credentials rotation",
             device.id,
             lambda admin: admin.upsert_device(
                 device.id,

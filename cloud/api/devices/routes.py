@@ -13,6 +13,7 @@ from sqlalchemy import Select, or_, select
 from cloud.access import outbox
 from cloud.api.auth import current_principal, requires
 from cloud.api.blueprint import Blueprint
+from cloud.api.devices.broker_sync import refresh_broker
 from cloud.api.devices.moving import (
     check_organization_move,
     check_site,
@@ -203,9 +204,14 @@ class DeviceItem(MethodView):
             )
         if moved or "site_id" in diff:  # who may charge here changed: so does the card list
             outbox.request_lists(session, [device.id])
-        if diff.get("state", [None, None])[1] == LifecycleState.DECOMMISSIONED.value:
+        decommissioned = diff.get("state", [None, None])[1] == LifecycleState.DECOMMISSIONED.value
+        if decommissioned:
             _revoke_certificates(device)
         commit()
+        if decommissioned:
+            # Its certificates were revoked: disconnected now, as any revocation. (Other
+            # lifecycle changes reach Mosquitto at the next `ampfleet broker resync`.)
+            refresh_broker("decommissioning", device.id, kick=True)
         return device
 
     @requires("devices:delete")
@@ -233,6 +239,7 @@ class DeviceItem(MethodView):
         _revoke_certificates(device)
         session.delete(device)
         commit()
+        refresh_broker("deletion", deleted_id)  # no account any more: removed, disconnected
         # After the commit, best effort: the record is gone whatever the broker says.
         if not desired_publisher().clear(deleted_id):
             log.warning(

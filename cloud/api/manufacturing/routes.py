@@ -12,8 +12,10 @@ from flask import current_app, url_for
 from flask.views import MethodView
 from sqlalchemy import Select, false, select
 
+from cloud.access import guestpass
 from cloud.api.auth import current_principal, requires
 from cloud.api.blueprint import Blueprint
+from cloud.api.devices.broker_sync import refresh_broker
 from cloud.api.devices.schemas import DeviceSchema
 from cloud.api.manufacturing.schemas import (
     BatchCreateSchema,
@@ -29,7 +31,7 @@ from cloud.api.records import commit
 from cloud.api.scoping import get_scoped, org_clause, target_org
 from cloud.db import request_session
 from cloud.devices.models import Device
-from cloud.manufacturing import approval, batches, enrollment, macpool
+from cloud.manufacturing import ManufacturingError, approval, batches, enrollment, macpool
 from cloud.manufacturing.enrollment import CsrSigner
 from cloud.manufacturing.models import BatchSerial, BatchState, MacPool, ProductionBatch
 from cloud.manufacturing.signing import pki_signer
@@ -231,18 +233,27 @@ class Enrollment(MethodView):
         writes nothing."""
         principal = current_principal()
         session = request_session()
-        done = enrollment.enroll(
-            session,
-            enrollment.Enrollment(
-                data["serial"], data["csr"], data["chip_id"], data["slave_ids"], data["mac"]
-            ),
-            principal,
-            csr_signer(),
-            lambda org: principal.may_in("manufacturing:enroll", org),
-            _settings().factory_firmware,
-        )
+        try:
+            done = enrollment.enroll(
+                session,
+                enrollment.Enrollment(
+                    data["serial"], data["csr"], data["chip_id"], data["slave_ids"], data["mac"]
+                ),
+                principal,
+                csr_signer(),
+                lambda org: principal.may_in("manufacturing:enroll", org),
+                _settings().factory_firmware,
+            )
+        except ManufacturingError as refused:
+            enrollment.ENROLLMENTS.labels(refused.reason).inc()
+            raise
+        enrollment.ENROLLMENTS.labels("enrolled").inc()
+        # The charger checks guest credentials offline with these (made on first use).
+        guest_keys = guestpass.nvs_record(session, _settings())
         commit()
         device = done.device
+        # Its certificate is its broker account (Mosquitto: a dynamic-security client + role).
+        refresh_broker("enrollment", device.id)
         return {
             "device_id": device.id,
             "serial": device.serial,
@@ -259,6 +270,7 @@ class Enrollment(MethodView):
                 "version": done.firmware_version,
                 "bundle": f"firmware-{done.firmware_version}.tar.gz",
             },
+            "guest_keys": guest_keys.decode(),
             "links_": {"device": {"href": url_for("devices.Device", device_id=device.id)}},
         }
 
@@ -293,4 +305,6 @@ class DeviceApproval(MethodView):
         )
         approval.approve_device(request_session(), device, current_principal())
         commit()
+        # Full rights now; disconnected so that it reconnects and subscribes under them.
+        refresh_broker("approval", device.id, kick=True)
         return device

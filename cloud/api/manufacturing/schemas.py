@@ -227,4 +227,11 @@ class EnrolledSchema(Schema):
         dump_only=True, metadata={"description": "The CA certificates the device trusts."}
     )
     firmware = fields.Nested(FirmwareSchema, dump_only=True)
+    guest_keys = fields.String(
+        dump_only=True,
+        metadata={
+            "description": "The NVS record `guest_keys` (JSON text): the platform's public keys "
+            "the charger checks guest credentials with, offline."
+        },
+    )
     links_ = fields.Dict(dump_only=True, data_key="_links")

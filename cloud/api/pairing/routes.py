@@ -34,6 +34,7 @@ from cloud.api.blueprint import Blueprint
 from cloud.api.devices.routes import get_device
 from cloud.api.errors import fail, field_error
 from cloud.api.pairing.schemas import (
+    MAX_LABELS,
     CodesSchema,
     LabelRequestSchema,
     PairedSchema,
@@ -47,6 +48,7 @@ from cloud.devices.models import Device, LifecycleState
 from cloud.identity.grants import ChargerAccess
 from cloud.identity.models import User
 from cloud.identity.passwords import SecretHasher
+from cloud.manufacturing.models import BatchSerial, ProductionBatch
 from cloud.pairing import PairingError, labels, service
 from cloud.pairing import codes as codec
 from cloud.pairing.models import ChargerCodes
@@ -110,7 +112,10 @@ class Labels(MethodView):
         """
         principal = current_principal()
         session = request_session()
-        wanted = list(dict.fromkeys(data["device_ids"]))
+        if data["batch_id"] is not None:
+            wanted = _next_sheet_of(data["batch_id"])
+        else:
+            wanted = list(dict.fromkeys(data["device_ids"]))
         found = {
             d.id: d
             for d in session.scalars(
@@ -136,6 +141,34 @@ class Labels(MethodView):
         response.headers["Content-Disposition"] = f'attachment; filename="labels.{kind}"'
         response.headers["Cache-Control"] = "no-store"  # it holds the box codes in clear
         return response
+
+
+def _next_sheet_of(batch_id: int) -> list[str]:
+    """The batch's provisioned devices without labels yet, in serial order, one sheet's worth."""
+    batch = request_session().get(ProductionBatch, batch_id)
+    principal = current_principal()
+    if batch is None or not principal.may_in(RELEASE, batch.organization_id):
+        # A reference in the body: unknown (or not yours) is the field's error, as device_ids.
+        field_error("batch_id", f"no production batch {batch_id} of your organization")
+    device_ids = list(
+        request_session().scalars(
+            select(BatchSerial.device_id)
+            .join(Device, Device.id == BatchSerial.device_id)
+            .outerjoin(ChargerCodes, ChargerCodes.device_id == BatchSerial.device_id)
+            .where(
+                BatchSerial.batch_id == batch.id,
+                Device.state == LifecycleState.PROVISIONED,
+                ChargerCodes.device_id.is_(None),
+            )
+            .order_by(BatchSerial.position)
+            .limit(MAX_LABELS)
+        )
+    )
+    if not device_ids:
+        field_error(
+            "batch_id", "every provisioned device of this batch has its labels already", 409
+        )
+    return [d for d in device_ids if d is not None]
 
 
 def _negotiated() -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import url_for
-from marshmallow import fields, validate
+from marshmallow import ValidationError, fields, validate, validates_schema
 
 from cloud.api.fields import Email, Links, Text
 from cloud.api.schemas import Schema
@@ -15,13 +15,25 @@ MAX_LABELS = 100  # one request hashes one box code per device (argon2id): keep 
 
 
 class LabelRequestSchema(Schema):
-    """Which devices to print labels for."""
+    """Which devices to print labels for: a list, or the next sheet of a production batch."""
 
     device_ids = fields.List(
         Text(64, min_length=1),
-        required=True,
+        load_default=None,
         validate=validate.Length(min=1, max=MAX_LABELS),
-        metadata={"description": f"Provisioned devices of your organization (1 to {MAX_LABELS})."},
+        metadata={
+            "description": f"Provisioned devices of your organization (1 to {MAX_LABELS}); "
+            "give this or `batch_id`. Devices already labelled are reprinted."
+        },
+    )
+    batch_id = fields.Integer(
+        load_default=None,
+        strict=True,
+        validate=validate.Range(min=1),
+        metadata={
+            "description": "A production batch: its provisioned devices that have no labels "
+            f"yet, in serial order, at most {MAX_LABELS} (call again for the next sheet)."
+        },
     )
     format = fields.String(
         load_default=None,
@@ -30,6 +42,11 @@ class LabelRequestSchema(Schema):
             "description": "pdf or png; without it the Accept header decides (PDF by default)."
         },
     )
+
+    @validates_schema
+    def _one_selection(self, data: dict[str, Any], **_: Any) -> None:
+        if (data.get("device_ids") is None) == (data.get("batch_id") is None):
+            raise ValidationError("give either device_ids or batch_id", "device_ids")
 
 
 class CodesSchema(Schema):

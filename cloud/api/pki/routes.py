@@ -18,6 +18,7 @@ from sqlalchemy import ColumnElement, Select, select, true
 
 from cloud.api.auth import current_principal, requires
 from cloud.api.blueprint import Blueprint
+from cloud.api.devices.broker_sync import refresh_broker
 from cloud.api.devices.routes import get_device
 from cloud.api.errors import forbidden, not_found
 from cloud.api.pki.schemas import (
@@ -137,6 +138,9 @@ class Revocation(MethodView):
             actor=current_principal(),
         )
         commit()
+        # Disconnected at once; without another certificate in force its broker account goes
+        # (docs/mutual-tls.md: what each broker does on reconnect).
+        refresh_broker("certificate revocation", found.device_id, kick=True)
         return found
 
 
@@ -160,6 +164,7 @@ class DeviceCertificates(MethodView):
             request_session(), _settings(), device.id, data["csr"], actor=current_principal()
         )
         commit()
+        refresh_broker("certificate issue", device.id)  # a broker account for the certificate
         return _issued(device.id, issued)
 
 
@@ -178,6 +183,7 @@ class Recertification(MethodView):
             request_session(), _settings(), device.id, actor=current_principal()
         )
         commit()
+        refresh_broker("re-certification", device.id)
         return _issued(device.id, issued)
 
 
