@@ -170,6 +170,20 @@ def test_the_mosquitto_roles_say_what_allowed_says() -> None:
         assert _dynsec_allows(service, "publishClientReceive", topic)
 
 
+def test_the_mosquitto_quarantine_role_says_what_allowed_says() -> None:
+    acls = dynsec.device_acls("dev-1", quarantined=True)
+    topics = [f"af/{d}/{c}" for d in ("dev-1", "dev-2") for c in DEVICE_TO_CLOUD + CLOUD_TO_DEVICE]
+    for topic in topics:
+        for acltype, action in (
+            ("publishClientSend", PUBLISH),
+            ("subscribeLiteral", SUBSCRIBE),
+            ("publishClientReceive", RECEIVE),
+        ):
+            assert _dynsec_allows(acls, acltype, topic) == allowed(
+                "dev-1", action, topic, False, quarantined=True
+            ), (acltype, topic)
+
+
 def test_broker_readme_shows_the_generated_rules() -> None:
     assert rules_markdown() in README.read_text(), (
         "regenerate the table: broker.acl.rules_markdown()"
