@@ -62,6 +62,8 @@ class DeviceAuthPlugin(BaseAuthPlugin):
 
         registry: Any = None
         certificates: Any = None  # a CertificateRegistry when the mutual-TLS listener is on
+        # False (AMPFLEET_BROKER_DEVICE_PASSWORDS off): devices come in by certificate only.
+        device_passwords: bool = True
 
     def __init__(self, context: BaseContext) -> None:
         super().__init__(context)
@@ -85,6 +87,10 @@ class DeviceAuthPlugin(BaseAuthPlugin):
             decision = self.registry.authenticate(
                 session.username, session.password, session.client_id
             )
+            found = decision.identity
+            if found and not (found.is_service or found.is_bridge or self.config.device_passwords):
+                # A password issued before they were turned off does not open the door either.
+                decision = Decision(None, "device passwords are off: connect with a certificate")
         identity = decision.identity
         if identity is None or identity.is_service or identity.is_bridge:
             return decision, False

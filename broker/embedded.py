@@ -168,6 +168,7 @@ def broker_config(
             "broker.amqtt_plugins.DeviceAuthPlugin": {
                 "registry": registry,
                 "certificates": certificates,
+                "device_passwords": settings.device_passwords,
             },
             "broker.amqtt_plugins.DeviceTopicPlugin": {},
         },

@@ -51,6 +51,7 @@ class Setup:
     mtls_port: int
     server_ca: Path  # what devices trust the broker's server certificate with
     files: Path
+    server_files: tuple[Path, Path]  # the broker's certificate and key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +78,7 @@ def setup(make_app: AppFactory, tmp_path_factory: pytest.TempPathFactory) -> Ite
     )
     admin = Client(app.test_client()).signed_in(ADMIN_EMAIL, ADMIN_PASSWORD)
     with EmbeddedBroker(overrides) as broker:
-        yield Setup(app, admin, broker, mtls_port, ca, files)
+        yield Setup(app, admin, broker, mtls_port, ca, files, (cert, key))
 
 
 def _key_files(
@@ -381,6 +382,38 @@ def test_a_password_device_that_was_never_approved_is_quarantined(setup: Setup) 
     with Mqtt(broker.host, broker.port, device_id, password).connected() as client:
         assert client.subscribe(f"af/{device_id}/cmd").is_failure
         assert not client.disconnected.is_set()
+
+
+def test_with_device_passwords_off_devices_come_in_by_certificate_only(
+    setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    device_id = new_device(setup)
+    password = setup.admin.post(f"/devices/{device_id}/credentials").get_json()["password"]
+    device = certified(setup, device_id)
+    settings = app_settings(setup.app)
+    mtls_port = free_port()
+    overrides = link_settings(
+        settings.data_path,
+        settings.database_url,
+        broker_device_passwords="false",
+        broker_mtls_port=mtls_port,
+        broker_tls_cert_file=str(setup.server_files[0]),
+        broker_tls_key_file=str(setup.server_files[1]),
+    )
+    with EmbeddedBroker(overrides) as broker:
+        assert refused(Mqtt(broker.host, broker.port, device_id, password))
+        assert "device passwords are off" in logged(caplog)
+        cloud = Mqtt(
+            broker.host,
+            broker.port,
+            settings.broker_service_user,
+            service_password(settings),
+            client_id="svc-" + secrets.token_hex(3),
+        )
+        assert not refused(cloud)  # the cloud's own accounts keep their passwords
+        other = dataclasses.replace(setup, broker=broker, mtls_port=mtls_port)
+        assert not refused(tls_client(other, device, device_id))
 
 
 def test_the_tls_context_is_rebuilt_only_for_a_new_crl(tmp_path: Path) -> None:
