@@ -6,7 +6,9 @@ service account subscribes to ``af/...`` (also as a ``$share/<group>/`` shared s
 and publishes cloud-to-device channels of any device. The OCPP bridge's account speaks for the
 OCPP chargers it holds: it publishes their device-to-cloud channels and subscribes, one device
 at a time (no wildcards), to their cloud-to-device channels and their status (to notice that
-another bridge instance took a charger over). Everything else is denied.
+another bridge instance took a charger over). A quarantined device (not approved, or its
+hardware changed: cloud.devices.quarantine) publishes its own status and nothing else, and
+subscribes to and receives nothing. Everything else is denied.
 
 ``allowed`` is the one decision. The amqtt plugin calls it for every PUBLISH, SUBSCRIBE and
 delivery; the Mosquitto roles (broker.mosquitto.dynsec) are generated from the same channel
@@ -29,6 +31,10 @@ TOPIC_ROOT = topics.ROOT
 DEVICE_TO_CLOUD: tuple[str, ...] = topics.DEVICE_TO_CLOUD
 # Cloud -> device: the device may SUBSCRIBE to (and receive) these under its own id.
 CLOUD_TO_DEVICE: tuple[str, ...] = topics.CLOUD_TO_DEVICE
+
+# A quarantined device may PUBLISH only these under its own id (its status, so the cloud sees it
+# and lists it for approval); it may SUBSCRIBE to and RECEIVE nothing.
+QUARANTINE_PUBLISH: tuple[str, ...] = (topics.STATUS,)
 
 # The device id is the MQTT client id, username, topic level and certificate CN: no '/', '+',
 # '#' or '$', so it can never widen a topic filter.
@@ -72,13 +78,18 @@ def _under_root(topic_filter: str) -> bool:
 
 
 def allowed(
-    username: str | None, action: Action, topic: str, is_service: bool, is_bridge: bool = False
+    username: str | None,
+    action: Action,
+    topic: str,
+    is_service: bool,
+    is_bridge: bool = False,
+    quarantined: bool = False,
 ) -> bool:
     """Whether the client ``username`` may do ``action`` on ``topic`` (a name or a filter).
 
     ``is_service`` says the client authenticated as the cloud's service account, ``is_bridge``
-    as the OCPP bridge's; otherwise the username is a device id. Deny by default: anything not
-    explicitly allowed is refused.
+    as the OCPP bridge's; otherwise the username is a device id, ``quarantined`` when the
+    device is in quarantine. Deny by default: anything not explicitly allowed is refused.
     """
     if not topic or "\x00" in topic:
         return False
@@ -95,6 +106,10 @@ def allowed(
     found = topics.match(topic)
     if found is None or found.device_id != username:
         return False
+    if quarantined:
+        # Not trusted yet: it may say it is there, and hear nothing (no command, no
+        # configuration, no firmware) until an admin approves it.
+        return action is Action.PUBLISH and found.channel in QUARANTINE_PUBLISH
     if action is Action.PUBLISH:
         return found.channel in DEVICE_TO_CLOUD
     return found.channel in CLOUD_TO_DEVICE
@@ -129,11 +144,14 @@ def rules_markdown() -> str:
     """The ACL as a Markdown table: the documentation generated from the decision's inputs."""
     up = ", ".join(f"`{c}`" for c in DEVICE_TO_CLOUD)
     down = ", ".join(f"`{c}`" for c in CLOUD_TO_DEVICE)
+    quarantine = ", ".join(f"`af/<id>/{c}`" for c in QUARANTINE_PUBLISH)
     rows = [
         "| client | publish | subscribe (and receive) |",
         "| --- | --- | --- |",
         f"| device `<id>` (username = client id = `<id>`) | `af/<id>/<channel>` for {up} "
         f"| `af/<id>/<channel>` for {down}, literally (no wildcards) |",
+        "| quarantined device `<id>` (not approved, or its hardware IDs changed) "
+        f"| {quarantine} only | nothing |",
         f"| service account | `af/<any device id>/<channel>` for {down} "
         "| any filter under `af/` (e.g. `af/+/telemetry`, `af/#`), also as "
         "`$share/<group>/af/...` |",

@@ -1,10 +1,14 @@
 """The embedded MQTT broker: amqtt with the device plugins, for ``ampfleet up`` and laptops.
 
 ``run(settings)`` serves MQTT on the port of ``settings.broker_url`` (TLS when its scheme is
-``mqtts``) and, when ``broker_tls_port`` is set, a second, TLS listener. Devices authenticate
-against the records database (broker.registry); a watchdog re-checks the connected devices
-every ``RECHECK_INTERVAL`` seconds and disconnects those whose credential was revoked or
-rotated, or whose device was suspended, decommissioned or deleted, so the API never has to
+``mqtts``) and, when ``broker_tls_port`` is set, a second, TLS listener; when
+``broker_mtls_port`` is set, a mutual-TLS listener where devices authenticate with a
+certificate of the platform's PKI (broker.mtls for the handshake, broker.certauth for the
+CONNECT). Devices authenticate against the records database (broker.registry, password); a
+watchdog re-checks the connected devices every ``RECHECK_INTERVAL`` seconds and disconnects
+those whose credential was revoked or rotated, whose certificate was revoked or expired, or
+whose device was suspended, decommissioned or deleted; it refreshes each device's quarantine
+flag (broker.acl), and the mutual-TLS context when the CRL changed, so the API never has to
 reach the broker.
 
 amqtt 0.12.1 speaks MQTT 3.1.1 only and has no ``$share``. It also touches the session
@@ -30,15 +34,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from amqtt.adapters import ReaderAdapter, WriterAdapter
+from amqtt.adapters import ReaderAdapter, StreamReaderAdapter, WriterAdapter
 from amqtt.broker import Broker, RetainedApplicationMessage
+from amqtt.contexts import ListenerType
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.mqtt.connack import SERVER_UNAVAILABLE, ConnackPacket
 from amqtt.mqtt.constants import QOS_1, QOS_2
@@ -46,8 +53,17 @@ from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session
 from amqtt.utils import gen_client_id
 
+from broker import certauth, mtls
+from broker.acl import Action, allowed
 from broker.amqtt_handler import DurableHandler
-from broker.amqtt_plugins import IDENTITY, session_identity
+from broker.amqtt_plugins import (
+    IDENTITY,
+    PEER_CERTIFICATE,
+    QUARANTINED,
+    session_identity,
+    session_quarantined,
+)
+from broker.certauth import CertificateIdentity, CertificateRegistry
 from broker.registry import DeviceRegistry, Identity
 from broker.session_store import SessionStore, StoredMessage, StoredSession
 from cloud.db import Database
@@ -78,6 +94,7 @@ DRAIN_TIMEOUT = 7.0
 SESSIONS_FILE = "broker-sessions.db"
 _PROBE_DEVICE = "probe"  # a device id to test topic filters with
 _UNAVAILABLE = "server unavailable (devices wait for the workers)"
+MTLS_LISTENER = "mtls"  # the name of the mutual-TLS listener in amqtt's configuration
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,15 +126,21 @@ def listen_address(broker_url: str) -> tuple[str, int, bool]:
     return parts.hostname, port, parts.scheme == "mqtts"
 
 
-def broker_config(settings: Settings, registry: DeviceRegistry) -> dict[str, Any]:
+def broker_config(
+    settings: Settings,
+    registry: DeviceRegistry,
+    certificates: CertificateRegistry | None = None,
+) -> dict[str, Any]:
     """amqtt's configuration: our listeners and our two plugins, and nothing else."""
     host, port, tls = listen_address(settings.broker_url)
     cert, key = settings.broker_tls_cert_file, settings.broker_tls_key_file
-    if (tls or settings.broker_tls_port) and not (cert and key):
+    if (tls or settings.broker_tls_port or settings.broker_mtls_port) and not (cert and key):
         raise SettingsError(
             "AMPFLEET_BROKER_TLS_CERT_FILE and AMPFLEET_BROKER_TLS_KEY_FILE are needed for the "
             "broker's TLS listener"
         )
+    if settings.broker_mtls_port and certificates is None:
+        raise ValueError("the mutual-TLS listener needs a CertificateRegistry")
     bind = f"[{host}]" if ":" in host else host
     tls_options = {"ssl": True, "certfile": cert, "keyfile": key}
     listeners: dict[str, Any] = {
@@ -129,12 +152,24 @@ def broker_config(settings: Settings, registry: DeviceRegistry) -> dict[str, Any
             "bind": f"{bind}:{settings.broker_tls_port}",
             **tls_options,
         }
+    if settings.broker_mtls_port:
+        # TLS, but not with the context amqtt would make from this: DeviceBroker upgrades each
+        # connection itself with the PKI's (broker.mtls).
+        listeners[MTLS_LISTENER] = {
+            "type": "tcp",
+            "bind": f"{bind}:{settings.broker_mtls_port}",
+            **tls_options,
+        }
     return {
         "listeners": listeners,
         "session_expiry_interval": SESSION_EXPIRY,
         # Exactly these: amqtt's defaults would add anonymous access and $SYS topics.
         "plugins": {
-            "broker.amqtt_plugins.DeviceAuthPlugin": {"registry": registry},
+            "broker.amqtt_plugins.DeviceAuthPlugin": {
+                "registry": registry,
+                "certificates": certificates,
+                "device_passwords": settings.device_passwords,
+            },
             "broker.amqtt_plugins.DeviceTopicPlugin": {},
         },
     }
@@ -166,10 +201,17 @@ class DeviceBroker(Broker):
     it over. MQTT-3.1.4-2 lets an *authenticated* client take over its own session only.
     """
 
-    def __init__(self, *args: Any, durable_channels: tuple[str, ...] = (), **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        durable_channels: tuple[str, ...] = (),
+        trust: mtls.TrustStore | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._subscriptions = _Subscriptions(self._subscriptions)  # type: ignore[has-type]
         self.durable_channels = durable_channels
+        self.trust = trust  # the mutual-TLS listener's context, when there is one
         self.closing = False  # stopping: devices are refused
         self._admitting = not durable_channels
         self._refusals = 0
@@ -209,6 +251,45 @@ class DeviceBroker(Broker):
             log.info("the workers' durable subscriptions are in place: admitting devices")
         return True
 
+    async def _create_server_instance(
+        self,
+        listener_name: str,
+        listener_type: ListenerType,
+        address: str | None,
+        port: int,
+        ssl_context: ssl.SSLContext | None,
+    ) -> Any:
+        """The mutual-TLS listener accepts TCP and upgrades each connection itself (with the
+        context of the CRL in force then); the others are amqtt's."""
+        if listener_name != MTLS_LISTENER:
+            return await super()._create_server_instance(
+                listener_name, listener_type, address, port, ssl_context
+            )
+        if self.trust is None:
+            raise ValueError("the mutual-TLS listener needs a TrustStore")
+        return await asyncio.start_server(
+            functools.partial(self._mtls_connected, listener_name=listener_name),
+            address,
+            port,
+            reuse_address=True,
+        )
+
+    async def _mtls_connected(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
+    ) -> None:
+        assert self.trust is not None  # checked when the listener started
+        certificate = await mtls.handshake(writer, self.trust.context)
+        if certificate is None:
+            return
+        try:
+            await self._client_connected(
+                listener_name,
+                StreamReaderAdapter(reader),
+                mtls.CertifiedWriter(writer, certificate),
+            )
+        except OSError as exc:  # the client reset the TLS connection: what a dropped one is
+            log.info("connection from %s lost: %s", writer.get_extra_info("peername"), exc)
+
     async def _refuse_unavailable(
         self,
         handler: BrokerProtocolHandler,
@@ -225,7 +306,7 @@ class DeviceBroker(Broker):
         session.parent = 0
         handler.attach(session, reader, writer)
         await handler._send_packet(ConnackPacket.build(0, SERVER_UNAVAILABLE))
-        await writer.close()
+        await _close(writer)
         raise MQTTError(f"{where}: {_UNAVAILABLE}")
 
     async def _initialize_client_session(
@@ -242,14 +323,17 @@ class DeviceBroker(Broker):
         except (AMQTTError, NoDataError) as exc:
             raise AMQTTError(exc) from exc
         except MQTTError:
-            await writer.close()
+            await _close(writer)
             raise
+        if isinstance(writer, mtls.CertifiedWriter):
+            # Decided by the certificate alone (broker.amqtt_plugins).
+            session.attributes[PEER_CERTIFICATE] = writer.peer_certificate
         if not await self._authenticate(session, self.listeners_config["default"]):
             session.parent = 0
             handler.attach(session, reader, writer)
             # CONNACK return code 5, not authorized (MQTT 3.1.1 table 3.1), then close.
             await handler.mqtt_connack_authorize(False)
-            await writer.close()
+            await _close(writer)
             raise MQTTError(f"{remote_address}:{remote_port}: not authorized")
         identity = session_identity(session)
         if (identity is None or not identity.is_service) and not self.admits_devices():
@@ -274,8 +358,13 @@ class DeviceBroker(Broker):
                 setattr(existing, name, getattr(session, name))
             existing.will_retain = session.will_retain
             existing.username, existing.password = session.username, session.password
-            # Who is connecting now (a restored session, or one whose credential rotated).
-            existing.attributes[IDENTITY] = session.attributes.get(IDENTITY)
+            # Who is connecting now (a restored session, or one whose credential rotated), with
+            # what (amqtt authenticates the kept session once more), and its quarantine.
+            for key in (IDENTITY, PEER_CERTIFICATE, QUARANTINED):
+                if key in session.attributes:
+                    existing.attributes[key] = session.attributes[key]
+                else:
+                    existing.attributes.pop(key, None)
             session = existing
             session.parent = 1
         else:
@@ -293,8 +382,11 @@ class DeviceBroker(Broker):
         amqtt 0.12.1 calls this on every CONNECT for *every* filter any session holds
         (``Broker.client_connected``), so a device connecting received the retained messages of
         other devices' subscriptions — their desired configuration, for one. MQTT-3.3.1-6
-        sends retained messages to a client only for its own new subscription.
+        sends retained messages to a client only for its own new subscription. amqtt does not
+        ask the topic plugins here: a quarantined device (broker.acl) gets none.
         """
+        if session_quarantined(session):
+            return
         topic_filter = subscription[0]
         holders = self._subscriptions.get(topic_filter, [])
         if any(holder is session for holder, _ in holders):
@@ -307,10 +399,11 @@ class DeviceBroker(Broker):
         SUBSCRIBE; with no PUBACK time-out (broker.amqtt_handler) a slow subscriber would
         stall its own connection. The broadcast loop reaps these tasks like its own. They are
         sent as what they are, not as retained messages (MQTT-3.3.1-9: RETAIN 0 on delivery to
-        an existing subscription).
+        an existing subscription). A quarantined device's queue waits (nothing new joins it:
+        the topic plugin refuses it every delivery) until it is approved and reconnects.
         """
         handler = self._get_handler(session)
-        if handler is None:
+        if handler is None or session_quarantined(session):
             return
         while not session.retained_messages.empty():
             queued = session.retained_messages.get_nowait()
@@ -395,6 +488,12 @@ class DeviceBroker(Broker):
         return self.pending()
 
 
+async def _close(writer: WriterAdapter) -> None:
+    """Close a refused client's connection; one that the client reset first is closed too."""
+    with contextlib.suppress(OSError):  # ConnectionResetError, ssl.SSLError (a TLS client)
+        await writer.close()
+
+
 def _quiet_refusals(record: logging.LogRecord) -> bool:
     """Drop amqtt's warning for a device refused while the broker waits for the workers."""
     return _UNAVAILABLE not in record.getMessage()
@@ -436,9 +535,15 @@ async def run(
             raise SettingsError(f"broker TLS file {path} does not exist")
     database = Database(settings.database_url)
     registry = make_registry(settings, database)
+    certificates, trust = None, None
+    if settings.broker_mtls_port:
+        certificates = CertificateRegistry(database, settings)
+        trust = mtls.TrustStore(database, settings)
+        await asyncio.to_thread(trust.prepare)
     broker = DeviceBroker(
-        broker_config(settings, registry),
+        broker_config(settings, registry, certificates),
         durable_channels=durability.channels if durability else (),
+        trust=trust,
     )
     await broker.start()
     store = durability.store if durability else None
@@ -447,7 +552,9 @@ async def run(
         if saved:
             count = broker.restore(saved)
             log.info("restored %d persistent session(s), %d queued message(s)", len(saved), count)
-    watchdog = asyncio.create_task(watch(broker, registry, RECHECK_INTERVAL))
+    watchdog = asyncio.create_task(
+        watch(broker, registry, RECHECK_INTERVAL, certificates=certificates, trust=trust)
+    )
     log.info("embedded MQTT broker listening (%s)", settings.broker_url)
     try:
         if ready is not None:
@@ -469,35 +576,114 @@ async def run(
         database.engine.dispose()
 
 
-async def watch(broker: Broker, registry: DeviceRegistry, interval: float) -> None:
-    """Every ``interval`` seconds, disconnect the connected devices that lost their right."""
+async def watch(
+    broker: Broker,
+    registry: DeviceRegistry,
+    interval: float,
+    *,
+    certificates: CertificateRegistry | None = None,
+    trust: mtls.TrustStore | None = None,
+) -> None:
+    """Every ``interval`` seconds, disconnect the connected devices that lost their right,
+    refresh the quarantine flags, and take up a new CRL."""
     while True:
         await asyncio.sleep(interval)
         try:
-            await disconnect_stale(broker, registry)
+            if trust is not None:
+                await asyncio.to_thread(trust.reload)
+            await disconnect_stale(broker, registry, certificates)
+            await refresh_quarantine(broker, registry.database)
         except Exception:
             # The database may be down for a moment: try again next round.
             log.exception("re-checking connected devices failed")
 
 
-async def disconnect_stale(broker: Broker, registry: DeviceRegistry) -> list[str]:
-    """Disconnect the connected devices ``registry.stale`` names; return their client ids."""
+def _connected(broker: Broker) -> dict[str, Identity]:
+    """client id -> identity of the connected, authenticated sessions."""
     grants: dict[str, Identity] = {}
     for client_id, (session, _handler) in list(broker.sessions.items()):
         identity = session_identity(session)
         if identity is not None and session.transitions.is_connected():
             grants[client_id] = identity
-    if not grants:
+    return grants
+
+
+async def _disconnect(broker: Broker, client_id: str, why: str) -> None:
+    entry = broker.sessions.get(client_id)
+    if entry is None:
+        return
+    session, handler = entry
+    session.attributes.pop(IDENTITY, None)
+    log.info("disconnecting %s: %s", client_id, why)
+    # As if the connection dropped: the broker stops the handler, closes the socket and
+    # publishes the will (the device's "offline" status), as for any lost connection.
+    await handler.handle_connection_closed()
+
+
+async def disconnect_stale(
+    broker: Broker, registry: DeviceRegistry, certificates: CertificateRegistry | None = None
+) -> list[str]:
+    """Disconnect the connected devices ``registry.stale`` (password) or
+    ``certificates.stale`` (certificate) names; return their client ids."""
+    grants = _connected(broker)
+    by_certificate = {
+        client_id: identity
+        for client_id, identity in grants.items()
+        if isinstance(identity, CertificateIdentity)
+    }
+    by_password = {cid: g for cid, g in grants.items() if cid not in by_certificate}
+    gone: list[str] = []
+    if by_password:
+        stale = await asyncio.to_thread(registry.stale, by_password)
+        for client_id in stale:
+            await _disconnect(broker, client_id, "its credential or device state changed")
+        gone += stale
+    if by_certificate:
+        stale = (
+            await asyncio.to_thread(certificates.stale, by_certificate)
+            if certificates is not None
+            else sorted(by_certificate)
+        )
+        for client_id in stale:
+            why = "its certificate was revoked or expired, or its device state changed"
+            await _disconnect(broker, client_id, why)
+        gone += stale
+    return sorted(gone)
+
+
+async def refresh_quarantine(broker: Broker, database: Database) -> list[str]:
+    """Set each device session's quarantine flag from the records (offline persistent
+    sessions too: nothing is queued for a quarantined device); the client ids whose flag
+    changed. A connected device let out of quarantine is disconnected: the subscriptions it
+    was refused while in quarantine are then made again when it reconnects."""
+    devices = {}
+    for client_id, (session, _handler) in list(broker.sessions.items()):
+        identity = session_identity(session)
+        if identity is not None and not (identity.is_service or identity.is_bridge):
+            devices[client_id] = identity.username
+    if not devices:
         return []
-    gone = await asyncio.to_thread(registry.stale, grants)
-    for client_id in gone:
+    quarantined = await asyncio.to_thread(certauth.quarantined, database, set(devices.values()))
+    changed = []
+    for client_id, device_id in devices.items():
         entry = broker.sessions.get(client_id)
         if entry is None:
             continue
-        session, handler = entry
-        session.attributes.pop(IDENTITY, None)
-        log.info("disconnecting %s: its credential or device state changed", client_id)
-        # As if the connection dropped: the broker stops the handler, closes the socket and
-        # publishes the will (the device's "offline" status), as for any lost connection.
-        await handler.handle_connection_closed()
-    return gone
+        session = entry[0]
+        now, before = device_id in quarantined, session_quarantined(session)
+        if now == before:
+            continue
+        changed.append(client_id)
+        session.attributes[QUARANTINED] = now
+        connected = session.transitions.is_connected()
+        if now:
+            log.info("%s is in quarantine: it may publish its status only", client_id)
+            will = session.will_topic or ""
+            may_will = allowed(device_id, Action.PUBLISH, will, False, quarantined=True)
+            if session.will_flag and not may_will:
+                # amqtt publishes a will without asking the topic plugins (it was checked at
+                # CONNECT, before the quarantine).
+                session.will_flag = False
+        elif connected:
+            await _disconnect(broker, client_id, "released from quarantine (to subscribe anew)")
+    return changed

@@ -235,6 +235,17 @@ DECLARED: tuple[Setting, ...] = (
     Setting("broker_tls_cert_file", "", "PEM certificate chain of the broker's TLS listener."),
     Setting("broker_tls_key_file", "", "PEM private key of the broker's TLS listener."),
     Setting(
+        "broker_mtls_port",
+        0,
+        "Port of the embedded broker's mutual-TLS listener (0: none): devices present a "
+        "certificate of the platform's PKI (docs/pki.md), checked against its CA chain and "
+        "current CRL; the certificate's CN is the device id and must be the client id; "
+        "username and password are ignored there. Its server certificate is "
+        "`broker_tls_cert_file`/`broker_tls_key_file` (docs/mutual-tls-embedded.md).",
+        int,
+        minimum=0,
+    ),
+    Setting(
         "broker_tls_ca_file",
         "",
         "CA bundle the cloud's MQTT clients trust for `mqtts://` (empty: the system's).",
@@ -678,6 +689,7 @@ class Settings:
     broker_tls_port: int
     broker_tls_cert_file: str
     broker_tls_key_file: str
+    broker_mtls_port: int
     broker_tls_ca_file: str
     broker_service_user: str
     broker_service_password: str

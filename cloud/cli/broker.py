@@ -34,7 +34,9 @@ def run(wait_for_workers: bool) -> None:
     Listens on the port of AMPFLEET_BROKER_URL (plus a TLS listener on
     AMPFLEET_BROKER_TLS_PORT when set). Devices authenticate with their credentials from the
     records database (run `ampfleet db upgrade` first); the cloud's services with
-    AMPFLEET_BROKER_SERVICE_USER and its password.
+    AMPFLEET_BROKER_SERVICE_USER and its password. With AMPFLEET_BROKER_MTLS_PORT, devices
+    may also connect there with a certificate of the platform's PKI (mutual TLS; the
+    certificate's CN is the device id and the client id).
 
     On SIGTERM or Ctrl-C it refuses and disconnects devices, lets the connected workers take
     what is queued for them (at most 7 s), and keeps the persistent sessions with what is

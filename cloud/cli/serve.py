@@ -155,6 +155,8 @@ def _check_ports(settings: Settings) -> None:
         wanted.append((host, broker.port or 1883, "AMPFLEET_BROKER_URL"))
         if settings.broker_tls_port:
             wanted.append((host, settings.broker_tls_port, "AMPFLEET_BROKER_TLS_PORT"))
+        if settings.broker_mtls_port:
+            wanted.append((host, settings.broker_mtls_port, "AMPFLEET_BROKER_MTLS_PORT"))
     wanted.append((settings.ocpp_host, settings.ocpp_port, "AMPFLEET_OCPP_PORT"))
     if settings.metrics_port:
         wanted.append((settings.metrics_host, settings.metrics_port, "AMPFLEET_METRICS_PORT"))

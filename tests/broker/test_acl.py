@@ -9,6 +9,7 @@ import pytest
 from broker.acl import (
     CLOUD_TO_DEVICE,
     DEVICE_TO_CLOUD,
+    QUARANTINE_PUBLISH,
     Action,
     allowed,
     is_device_id,
@@ -35,6 +36,28 @@ def test_a_device_subscribes_to_its_cloud_to_device_channels(channel: str) -> No
     assert not allowed("dev-1", PUBLISH, f"af/dev-1/{channel}", False)
     assert not allowed("dev-1", SUBSCRIBE, f"af/dev-2/{channel}", False)
     assert not allowed("dev-1", RECEIVE, f"af/dev-2/{channel}", False)
+
+
+@pytest.mark.parametrize("channel", DEVICE_TO_CLOUD + CLOUD_TO_DEVICE)
+def test_a_quarantined_device_publishes_its_status_and_hears_nothing(channel: str) -> None:
+    topic = f"af/dev-1/{channel}"
+    assert allowed("dev-1", PUBLISH, topic, False, quarantined=True) == (
+        channel in QUARANTINE_PUBLISH
+    )
+    assert not allowed("dev-1", SUBSCRIBE, topic, False, quarantined=True)
+    assert not allowed("dev-1", RECEIVE, topic, False, quarantined=True)
+    assert not allowed("dev-1", PUBLISH, f"af/dev-2/{channel}", False, quarantined=True)
+
+
+def test_quarantine_only_ever_narrows() -> None:
+    assert QUARANTINE_PUBLISH == ("status",)
+    for channel in DEVICE_TO_CLOUD + CLOUD_TO_DEVICE:
+        for action in (PUBLISH, SUBSCRIBE, RECEIVE):
+            topic = f"af/dev-1/{channel}"
+            if allowed("dev-1", action, topic, False, quarantined=True):
+                assert allowed("dev-1", action, topic, False), (action, topic)
+    for topic in ("#", "af/#", "af/+/status", "af/dev-1/#", "$share/g/af/dev-1/status"):
+        assert not allowed("dev-1", SUBSCRIBE, topic, False, quarantined=True)
 
 
 @pytest.mark.parametrize(
@@ -145,6 +168,20 @@ def test_the_mosquitto_roles_say_what_allowed_says() -> None:
             "svc", PUBLISH, topic, True
         ), topic
         assert _dynsec_allows(service, "publishClientReceive", topic)
+
+
+def test_the_mosquitto_quarantine_role_says_what_allowed_says() -> None:
+    acls = dynsec.device_acls("dev-1", quarantined=True)
+    topics = [f"af/{d}/{c}" for d in ("dev-1", "dev-2") for c in DEVICE_TO_CLOUD + CLOUD_TO_DEVICE]
+    for topic in topics:
+        for acltype, action in (
+            ("publishClientSend", PUBLISH),
+            ("subscribeLiteral", SUBSCRIBE),
+            ("publishClientReceive", RECEIVE),
+        ):
+            assert _dynsec_allows(acls, acltype, topic) == allowed(
+                "dev-1", action, topic, False, quarantined=True
+            ), (acltype, topic)
 
 
 def test_broker_readme_shows_the_generated_rules() -> None:
