@@ -136,7 +136,13 @@ def _resync_once(settings: Settings) -> str:
 
 @broker.command("mosquitto-config")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--port", type=click.IntRange(1, 65535), default=1883, show_default=True)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=1883,
+    show_default=True,
+    help="Port of the plain (no TLS) listener. 0: none (production: TLS on every listener).",
+)
 @click.option(
     "--tls-port",
     type=click.IntRange(0, 65535),
