@@ -335,7 +335,7 @@ def test_the_compose_stack_serves_devices_and_prometheus_scrapes_every_worker(
             os.killpg(simulator.pid, signal.SIGKILL)
             simulator.wait()
 
-    _one_shots_leave_secrets_private_and_public_files_readable(translator)
+    _files_private_or_public_and_tls_everywhere(translator)
     _a_charger_with_a_certificate_over_mutual_tls_until_revoked(stack, tmp_path, api, token)
 
 
@@ -343,7 +343,7 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def _one_shots_leave_secrets_private_and_public_files_readable(translator: Translator) -> None:
+def _files_private_or_public_and_tls_everywhere(translator: Translator) -> None:
     certs = translator.volume("mosquitto-certs")
     for secret in (certs / "ca.key", certs / "server.key"):
         assert _mode(secret) == 0o600, secret
@@ -357,6 +357,11 @@ def _one_shots_leave_secrets_private_and_public_files_readable(translator: Trans
         assert _mode(public / name) == 0o644, name
     assert (public / "broker-ca.pem").read_bytes() == (certs / "ca.pem").read_bytes()
     assert sorted(p.name for p in public.iterdir()) == ["broker-ca.pem", "ca-chain.pem", "crl.pem"]
+    # TLS on every listener: the password one (the cloud's) and the devices' mutual TLS.
+    conf = (translator.volume("mosquitto-data") / "mosquitto.conf").read_text()
+    listeners = conf.split("\nlistener ")[1:]
+    assert len(listeners) == 2 and all("\ncertfile " in block for block in listeners), conf
+    assert "require_certificate true" in listeners[1]
 
 
 def _handshake(port: int, server_ca: Path, certfile: Path, keyfile: Path, client_id: str) -> str:
