@@ -164,22 +164,82 @@ def test_every_platform_service_waits_for_the_migration_to_complete() -> None:
                 assert condition == {"condition": "service_healthy"}, (name, dependency)
 
 
-def test_mosquitto_serves_tls_on_8883_from_a_certificate_made_on_first_start() -> None:
+def test_mosquitto_serves_tls_on_every_listener_from_a_certificate_made_on_first_start() -> None:
     services = compose()["services"]
     init = " ".join(services["mosquitto-config"]["command"])
-    assert "--tls-port 8883" in init and "--tls-port 0" not in init
+    # No plain listener: 8883 (passwords, the cloud's services) and 8884 (devices' mutual TLS).
+    assert "--port 0 --tls-port 8883 --mtls-port 8884" in init
     assert init.index("ampfleet broker tls-files /mosquitto/certs") < init.index(
         "ampfleet broker mosquitto-config"
     )
     assert "--certfile /mosquitto/certs/server.pem" in init
     assert "--keyfile /mosquitto/certs/server.key" in init
     mosquitto = services["mosquitto"]
-    assert mosquitto["ports"] == ["8883:8883"]  # devices: TLS only
+    assert mosquitto["ports"] == ["8884:8884"]  # devices: their certificates only
     assert "mosquitto-certs:/mosquitto/certs" in mosquitto["volumes"]
     assert "-p 8883 --cafile /mosquitto/certs/ca.pem" in mosquitto["healthcheck"]["test"][1]
     assert mosquitto["depends_on"] == {
-        "mosquitto-config": {"condition": "service_completed_successfully"}
+        "mosquitto-config": {"condition": "service_completed_successfully"},
+        "pki-init": {"condition": "service_completed_successfully"},
     }
+    # The cloud's services reach it over TLS too, trusting the broker's CA.
+    environment = compose()["x-ampfleet"]["environment"]
+    assert environment["AMPFLEET_BROKER_URL"] == "mqtts://mosquitto:8883"
+    ca = environment["AMPFLEET_BROKER_TLS_CA_FILE"]
+    assert f"install -m 0644 /mosquitto/certs/ca.pem {ca}" in init
+    # Device passwords stay off (the production default): nothing turns them on.
+    for name, service in services.items():
+        assert "AMPFLEET_BROKER_DEVICE_PASSWORDS" not in (service.get("environment") or {}), name
+
+
+def test_mosquitto_reads_the_pki_files_from_their_own_volume_after_pki_init() -> None:
+    document = compose()
+    services = document["services"]
+    environment = document["x-ampfleet"]["environment"]
+    ca_file, crl_file = environment["AMPFLEET_PKI_CA_FILE"], environment["AMPFLEET_PKI_CRL_FILE"]
+    directory = str(Path(ca_file).parent)
+    assert str(Path(crl_file).parent) == directory
+    # Not under the data volume, which Mosquitto's user cannot read.
+    data = [v for v in document["x-ampfleet"]["volumes"] if v.startswith("ampfleet-data:")]
+    assert not Path(directory).is_relative_to(data[0].split(":")[1])
+    assert f"ampfleet-pki:{directory}" in document["x-ampfleet"]["volumes"]  # cloud: writes
+    # Mosquitto reads it, read-only and outside /mosquitto (its entrypoint chowns that).
+    assert f"ampfleet-pki:{directory}:ro" in services["mosquitto"]["volumes"]
+    assert not directory.startswith("/mosquitto")
+    init = " ".join(services["mosquitto-config"]["command"])
+    assert f"--client-ca-file {ca_file}" in init and f"--crl-file {crl_file}" in init
+    # The root one-shot hands the volume to the image's user, who writes the files.
+    assert services["mosquitto-config"]["user"] == "root"
+    assert f"chown ampfleet:ampfleet {directory} && chmod 0755 {directory}" in init
+    pki_init = services["pki-init"]
+    assert pki_init["command"] == ["ampfleet", "pki", "init"]
+    assert "user" not in pki_init  # the image's ampfleet user
+    assert pki_init["depends_on"] == {
+        "migrate": {"condition": "service_completed_successfully"},
+        "mosquitto-config": {"condition": "service_completed_successfully"},
+    }
+
+
+def test_the_crl_reload_sidecar_can_signal_mosquitto() -> None:
+    services = compose()["services"]
+    reload = services["crl-reload"]
+    init = " ".join(services["mosquitto-config"]["command"])
+    pid_file = reload["command"][reload["command"].index("--pid-file") + 1]
+    crl_file = reload["command"][reload["command"].index("--crl-file") + 1]
+    assert reload["command"][:3] == ["ampfleet", "broker", "crl-reload"]
+    assert f"--pid-file {pid_file}" in init  # where Mosquitto writes it
+    assert crl_file == compose()["x-ampfleet"]["environment"]["AMPFLEET_PKI_CRL_FILE"]
+    # Mosquitto's PID namespace (the pid in the file is valid there) and its uid (may signal).
+    assert reload["pid"] == "service:mosquitto"
+    assert reload["user"] == "1883:1883"
+    run_volume = f"{Path(pid_file).parent}"
+    assert f"mosquitto-run:{run_volume}" in services["mosquitto"]["volumes"]
+    assert sorted(reload["volumes"]) == sorted(
+        [f"mosquitto-run:{run_volume}:ro", f"ampfleet-pki:{Path(crl_file).parent}:ro"]
+    )
+    assert reload["environment"] == {}  # no secret, no database
+    assert reload["depends_on"]["mosquitto"] == {"condition": "service_healthy"}
+    assert pid_file in reload["healthcheck"]["test"][-1]
 
 
 def test_the_ocpp_bridge_listens_on_every_interface_of_its_container() -> None:

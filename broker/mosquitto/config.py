@@ -61,9 +61,7 @@ log_type warning
 log_type notice
 log_type information
 connection_messages true
-
-listener ${port} ${bind}
-${tls_listener}${mtls_listener}""")
+${plain_listener}${tls_listener}${mtls_listener}""")
 
 # The devices' listener: mutual TLS against the platform PKI (docs/mutual-tls.md). The
 # certificate's CN is the username and, with use_username_as_clientid, the client id too:
@@ -91,6 +89,7 @@ class MosquittoConfig:
 
     dynsec_file: str
     persistence_dir: str
+    # The plain listener (0: none, as in production, where every listener is TLS).
     port: int = 1883
     bind: str = "0.0.0.0"  # noqa: S104 - a broker in a container listens on every interface
     tls_port: int = 0  # 0: no TLS listener
@@ -120,6 +119,9 @@ def render(config: MosquittoConfig) -> str:
     """The text of mosquitto.conf for ``config``."""
     if config.tls_port and not (config.certfile and config.keyfile):
         raise ValueError("the TLS listener needs certfile and keyfile")
+    if not (config.port or config.tls_port or config.mtls_port):
+        raise ValueError("no listener: give a port, a TLS port or a mutual-TLS port")
+    plain = f"\nlistener {config.port} {config.bind}\n" if config.port else ""
     tls = ""
     if config.tls_port:
         tls = f"\nlistener {config.tls_port} {config.bind}\ncertfile {config.certfile}\n"
@@ -150,8 +152,7 @@ def render(config: MosquittoConfig) -> str:
             f"max_packet_size {config.max_packet_size}" if config.max_packet_size else ""
         ),
         log_dest=config.log_dest,
-        port=config.port,
-        bind=config.bind,
+        plain_listener=plain,
         tls_listener=tls,
         mtls_listener=mtls,
     )

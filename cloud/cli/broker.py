@@ -138,7 +138,13 @@ def _resync_once(settings: Settings) -> str:
 
 @broker.command("mosquitto-config")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--port", type=click.IntRange(1, 65535), default=1883, show_default=True)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=1883,
+    show_default=True,
+    help="Port of the plain (no TLS) listener. 0: none (production: TLS on every listener).",
+)
 @click.option(
     "--tls-port",
     type=click.IntRange(0, 65535),
@@ -267,7 +273,8 @@ def crl_reload(pid_file: Path, crl_file: Path | None, interval: float) -> None:
 
     Mosquitto 2.0 reads its crlfile only at start and on SIGHUP: without this, a revoked
     certificate passes the TLS handshake until the broker restarts (docs/mutual-tls.md). Run
-    it where Mosquitto's process can be signalled (same host or PID namespace).
+    it where Mosquitto's process can be signalled (same host or PID namespace). Signals once at
+    start too, for a change made while it was not running.
     """
     from broker.mosquitto.crl_reload import CrlWatcher, signal_pid_file
 
@@ -276,6 +283,13 @@ def crl_reload(pid_file: Path, crl_file: Path | None, interval: float) -> None:
         crl_file or Path(settings.pki_crl_file), signal_pid_file(pid_file), interval
     )
     click.echo(f"watching {watcher.crl_file}: SIGHUP to the process in {pid_file}")
+    # Mosquitto read the file at its start; a change made while no watcher ran (this sidecar
+    # restarting on its own) would wait for the next one. So one SIGHUP now: it costs little.
+    try:
+        watcher.reload()
+        click.echo("told Mosquitto to re-read the CRL once at start")
+    except (OSError, ValueError) as exc:  # no broker yet: the watching below retries
+        click.echo(f"could not signal Mosquitto at start: {exc}", err=True)
     watcher.run()
 
 

@@ -82,6 +82,18 @@ def _secret(secret_file: Path | None, secret_stdin: bool) -> str:
     return secret
 
 
+def _broker_ca(path: Path) -> str:
+    """The broker's CA file, checked before anything is enrolled: PEM certificates only."""
+    from cryptography import x509
+
+    text = path.read_text()
+    try:
+        x509.load_pem_x509_certificates(text.encode())
+    except ValueError as exc:
+        raise click.ClickException(f"{path}: not PEM certificates ({exc})") from exc
+    return text if text.endswith("\n") else text + "\n"
+
+
 @factory.command("enroll")
 @click.option("--serial", required=True, help="The board's serial, from an approved batch.")
 @click.option(
@@ -131,6 +143,13 @@ def _secret(secret_file: Path | None, secret_stdin: bool) -> str:
     required=True,
     metavar="URL",
     help="Broker the device connects to, e.g. mqtts://mqtt.example.com:8883.",
+)
+@click.option(
+    "--broker-ca-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The CA of the broker's own server certificate (PEM), when the platform PKI did not "
+    "issue it (docker-compose.yml's broker-ca.pem): the device trusts it beside the "
+    "platform's CA chain.",
 )
 @click.option("--wifi-ssid", metavar="SSID", help="Wi-Fi network to join [default: none].")
 @click.option("--wifi-password", metavar="PASSPHRASE", help="Its WPA2 passphrase.")
@@ -183,6 +202,7 @@ def enroll_command(
     client_secret_file: Path | None,
     client_secret_stdin: bool,
     broker_url: str,
+    broker_ca_file: Path | None,
     wifi_ssid: str | None,
     wifi_password: str | None,
     out: Path | None,
@@ -200,6 +220,7 @@ def enroll_command(
     The device id is the serial (the CSR's CN). Prints the enrollment as JSON on standard
     output; esptool's output goes to standard error.
     """
+    broker_ca = _broker_ca(broker_ca_file) if broker_ca_file is not None else ""
     run: Esptool
     board_keys: KeyOnBoard | None = None
     if simulated_board is not None:
@@ -251,7 +272,9 @@ def enroll_command(
             device_id=enrolled["device_id"],
             broker_url=broker_url,
             client_cert=enrolled["certificate_chain"].encode(),
-            ca_cert=enrolled["ca_chain"].encode(),
+            # The board verifies the broker's server certificate with these: the broker's own
+            # CA when it has one (it signs no device), then the platform's chain.
+            ca_cert=(broker_ca + enrolled["ca_chain"]).encode(),
             client_key=key_pem,
             mac=None if chip_mac else enrolled["mac"],
             wifi_ssid=wifi_ssid,

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import select
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -86,3 +90,48 @@ def test_generated_broker_secrets_are_private_and_stable(tmp_path: Path) -> None
     assert service_password(settings) == first == load_or_create_secret(path)
     configured = Settings.load({"data_dir": tmp_path / "data", "broker_service_password": "set"})
     assert service_password(configured) == "set"
+
+
+def _line(stream: Any, timeout: float = 10) -> str:
+    """The next line of a child's output, failing after ``timeout`` seconds without one."""
+    ready, _, _ = select.select([stream], [], [], timeout)
+    assert ready, f"nothing after {timeout}s"
+    return str(stream.readline())
+
+
+def test_crl_reload_signals_at_start_and_when_the_crl_changes(tmp_path: Path) -> None:
+    # A stand-in for Mosquitto: counts SIGHUPs. The command runs as the sidecar does.
+    broker = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import signal, time\n"
+            "signal.signal(signal.SIGHUP, lambda *_: print('hup', flush=True))\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(30)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert broker.stdout is not None and _line(broker.stdout) == "ready\n"
+    pid_file, crl_file = tmp_path / "mosquitto.pid", tmp_path / "crl.pem"
+    pid_file.write_text(str(broker.pid))
+    crl_file.write_text("first")
+    reloader = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "cloud.cli", "broker", "crl-reload"),
+            *("--pid-file", str(pid_file), "--crl-file", str(crl_file), "--interval", "0.1"),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        assert _line(broker.stdout) == "hup\n"  # at start: a change may have been missed
+        replacement = tmp_path / "crl.new"
+        replacement.write_text("second")
+        replacement.replace(crl_file)  # as cloud.pki.crl writes it
+        assert _line(broker.stdout) == "hup\n"
+    finally:
+        reloader.terminate()
+        broker.kill()
+        reloader.wait(10)
+        broker.wait(10)

@@ -7,6 +7,8 @@ import dataclasses
 import hashlib
 from typing import Any
 
+import pytest
+
 from broker.admin import CERTIFICATE_ONLY, DeviceAccount
 from broker.mosquitto import dynsec
 from broker.mosquitto.config import (
@@ -263,3 +265,23 @@ def test_seeding_takes_certificate_only_devices_without_a_password() -> None:
     assert "password" not in client and client["clientid"] == "d1"
     role = next(r for r in seeded["roles"] if r["rolename"] == "af-device-d1")
     assert role["acls"] == dynsec.device_acls("d1", quarantined=True)
+
+
+def test_production_has_no_plain_listener_and_a_broker_needs_one_listener() -> None:
+    text = render(
+        MosquittoConfig(
+            "/d/dynsec.json",
+            "/d",
+            port=0,
+            tls_port=8883,
+            certfile="/c/server.pem",
+            keyfile="/c/server.key",
+            mtls_port=8884,
+            client_ca_file="/pki/ca-chain.pem",
+            crl_file="/pki/crl.pem",
+        )
+    )
+    listeners = [line for line in text.splitlines() if line.startswith("listener ")]
+    assert listeners == ["listener 8883 0.0.0.0", "listener 8884 0.0.0.0"]
+    with pytest.raises(ValueError, match="no listener"):
+        render(MosquittoConfig("/d/dynsec.json", "/d", port=0))

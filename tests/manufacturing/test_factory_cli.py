@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from broker.mosquitto.tls import ensure_tls_files
 from cloud.cli import main
 from cloud.devices.hardware import differences
 from firmware.core import contract, guestpass
@@ -92,8 +93,23 @@ def test_a_simulated_board_is_enrolled_and_flashed(
     )
     assert made.exit_code == 0, made.output
     assert set(json.loads(made.output)["slaves"]) == {"meter", "relay"}
+    # The broker's own CA (docker-compose.yml's broker-ca.pem) is trusted beside the platform's.
+    broker_ca, _ = ensure_tls_files(tmp_path / "broker", ["mqtt.example.com"])
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("no certificate here")
+    code, output = enroll(api, tenant, other, tmp_path / "second", "--broker-ca-file", str(not_pem))
+    assert code != 0 and "not PEM certificates" in output
+    assert tenant.admin.get(f"/devices/{other}").status_code == 404  # nothing enrolled
     code, output = enroll(
-        api, tenant, other, tmp_path / "second", "--station-key", "--out", str(tmp_path)
+        api,
+        tenant,
+        other,
+        tmp_path / "second",
+        "--station-key",
+        "--out",
+        str(tmp_path),
+        "--broker-ca-file",
+        str(broker_ca.ca_file),
     )
     assert code == 0, output
     items = {
@@ -101,6 +117,9 @@ def test_a_simulated_board_is_enrolled_and_flashed(
         for (_, key), i in nvs_reader.read((tmp_path / f"{other}.bin").read_bytes()).items()
     }
     assert serialization.load_pem_private_key(items["client_key"], None)
+    trusted = x509.load_pem_x509_certificates(items["ca_cert"])
+    assert trusted[0] == x509.load_pem_x509_certificate(broker_ca.ca_file.read_bytes())
+    assert len(trusted) == 3  # then the platform's device CA and root
 
 
 def test_the_docs_show_the_commands_help() -> None:

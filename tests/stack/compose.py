@@ -12,7 +12,8 @@ into what runs here, rule by rule, each rule one line below:
 * volumes are directories of the test, and so is each container's /tmp; the image's working
   directory is the repository;
 * the images' programs are Debian's and the virtualenv's (PATH); their paths (Mosquitto's
-  plugin) are Debian's; the image's mosquitto user (uid 1883) is the test's user;
+  plugin) are Debian's; the images' users (mosquitto, uid 1883, and ampfleet) are the test's
+  user;
 * the ``mysql`` service is the system MariaDB (root, a fresh database); the ``influxdb`` service
   is Debian's InfluxDB 1.6.7, which has no ``/api/v2/write``: ``AMPFLEET_INFLUXDB_API`` v1.
 
@@ -47,6 +48,7 @@ ENTRYPOINTS = {"prom/prometheus": ["prometheus"]}
 IMAGE_FLAGS = {"prom/prometheus": lambda port: [f"--web.listen-address=127.0.0.1:{port(9090)}"]}
 IMAGE_USER_ID = "1883"  # the mosquitto user of eclipse-mosquitto
 IMAGE_USER = "mosquitto"
+OUR_IMAGE_USER = "ampfleet"  # the ampfleet image's user (the Dockerfile's useradd)
 
 _VARIABLE = re.compile(r"\$(?:(\$)|\{(\w+)(?:(:?[-?])([^}]*))?\}|(\w+))")
 
@@ -217,11 +219,15 @@ class Translator:
         value = value.replace(
             f"chown -R {IMAGE_USER_ID}:{IMAGE_USER_ID}", f"chown -R {self.uid}:{self.gid}"
         )
+        value = value.replace(
+            f"chown {OUR_IMAGE_USER}:{OUR_IMAGE_USER}", f"chown {self.uid}:{self.gid}"
+        )
         value = value.replace(f"--user {IMAGE_USER}", f"--user {self.user}")
-        # mosquitto-config writes Mosquitto's listeners: they are the mosquitto service's ports.
+        # mosquitto-config writes Mosquitto's listeners: they are the mosquitto service's ports
+        # (0 is no listener).
         value = re.sub(
-            r"--(tls-)?port (\d+)",
-            lambda m: f"--{m.group(1) or ''}port {self.port('mosquitto', int(m.group(2)))}",
+            r"--((?:m?tls-)?)port ([1-9]\d*)",
+            lambda m: f"--{m.group(1)}port {self.port('mosquitto', int(m.group(2)))}",
             value,
         )
         return value

@@ -10,8 +10,13 @@ status, config, charging, the OCPP bridge, the ``prometheus-init`` one-shot and 
 Grafana has no Debian package: it is the one service not started.
 
 It checks that every one-shot succeeds, every long-running service passes its own healthcheck,
-Prometheus scrapes every worker and the API with ``up == 1``, and a simulated charger connected
-over TLS with the generated CA gets its telemetry and a charging session to the API.
+Prometheus scrapes every worker and the API with ``up == 1``, a simulated charger connected
+over TLS with the generated CA gets its telemetry and a charging session to the API, and a
+charger with a certificate of the platform PKI (which the ``pki-init`` one-shot made) gets its
+telemetry through the mutual-TLS listener, is disconnected when the certificate is revoked and
+refused at the handshake once the ``crl-reload`` sidecar made Mosquitto re-read the CRL. The
+files the one-shots leave have their modes checked: keys and accounts 0600, the public CA
+chain, CRL and broker CA readable by others (Mosquitto's user, the cloud's).
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import os
 import secrets
 import signal
 import socket
+import ssl
+import stat
 import subprocess
 import time
 import urllib.error
@@ -32,7 +39,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from firmware.core.contract import encode_telemetry
+from tests.mqtt import Mqtt, MqttError
+from tests.pki.support import make_csr
 from tests.services.influxd import Influxd
 from tests.stack.compose import ROOT, ComposeFile, Translator, required_variables
 
@@ -163,12 +175,20 @@ class Stack:
 
 
 def _http(
-    method: str, url: str, *, token: str = "", form: dict[str, str] | None = None
+    method: str,
+    url: str,
+    *,
+    token: str = "",
+    form: dict[str, str] | None = None,
+    body: dict[str, Any] | None = None,
 ) -> tuple[int, Any]:
     headers = {"Accept": "application/json"}
     data = urllib.parse.urlencode(form).encode() if form is not None else None
     if data is not None:
         headers["Content-Type"] = "application/x-www-form-urlencoded"
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
     if token:
         headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(url, data=data, headers=headers, method=method)
@@ -314,3 +334,139 @@ def test_the_compose_stack_serves_devices_and_prometheus_scrapes_every_worker(
         except subprocess.TimeoutExpired:
             os.killpg(simulator.pid, signal.SIGKILL)
             simulator.wait()
+
+    _files_private_or_public_and_tls_everywhere(translator)
+    _a_charger_with_a_certificate_over_mutual_tls_until_revoked(stack, tmp_path, api, token)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def _files_private_or_public_and_tls_everywhere(translator: Translator) -> None:
+    certs = translator.volume("mosquitto-certs")
+    for secret in (certs / "ca.key", certs / "server.key"):
+        assert _mode(secret) == 0o600, secret
+    dynsec = translator.volume("mosquitto-data") / "dynamic-security.json"
+    assert _mode(dynsec) == 0o600  # password hashes
+    assert _mode(certs / "ca.pem") & 0o044 == 0o044
+    # The PKI's public volume: Mosquitto's user reads it, the ampfleet user writes it.
+    public = translator.volume("ampfleet-pki")
+    assert _mode(public) == 0o755
+    for name in ("ca-chain.pem", "crl.pem", "broker-ca.pem"):
+        assert _mode(public / name) == 0o644, name
+    assert (public / "broker-ca.pem").read_bytes() == (certs / "ca.pem").read_bytes()
+    assert sorted(p.name for p in public.iterdir()) == ["broker-ca.pem", "ca-chain.pem", "crl.pem"]
+    # TLS on every listener: the password one (the cloud's) and the devices' mutual TLS.
+    conf = (translator.volume("mosquitto-data") / "mosquitto.conf").read_text()
+    listeners = conf.split("\nlistener ")[1:]
+    assert len(listeners) == 2 and all("\ncertfile " in block for block in listeners), conf
+    assert "require_certificate true" in listeners[1]
+
+
+def _handshake(port: int, server_ca: Path, certfile: Path, keyfile: Path, client_id: str) -> str:
+    """Present a certificate on the mutual-TLS listener and send a CONNECT: ``connack`` when
+    the broker took it, else the TLS alert it refused the certificate with (TLS 1.2: the
+    alert comes inside the handshake)."""
+    context = ssl.create_default_context(cafile=str(server_ca))
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(certfile), str(keyfile))
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            variable = b"\x00\x04MQTT\x04\x02\x00\x3c"  # MQTT 3.1.1, clean session
+            body = variable + len(client_id).to_bytes(2, "big") + client_id.encode()
+            tls.sendall(b"\x10" + bytes([len(body)]) + body)
+            return "connack" if tls.recv(4)[:1] == b"\x20" else "closed"
+    except ssl.SSLError as exc:
+        return str(exc.reason or exc).lower()
+    except (ConnectionResetError, BrokenPipeError) as exc:
+        return f"reset: {exc}"
+
+
+def _a_charger_with_a_certificate_over_mutual_tls_until_revoked(
+    stack: Stack, tmp_path: Path, api: str, token: str
+) -> None:
+    """What docs/production.md tells a device to do: a certificate from the PKI, the broker's
+    CA, port 8884; then what a revocation does to it through the crl-reload sidecar."""
+    translator = stack.translator
+    status, organization = _http(
+        "POST", f"{api}/organizations", token=token, body={"slug": "mtls", "name": "mTLS"}
+    )
+    assert status == 201, organization
+    status, device = _http(
+        "POST",
+        f"{api}/devices",
+        token=token,
+        body={
+            "serial": "SN-MTLS-1",
+            "hardware_family": "ac22-3p",
+            "organization_id": organization["id"],
+            "state": "active",
+        },
+    )
+    assert status == 201, device
+    device_id = device["id"]
+    key = ec.generate_private_key(ec.SECP256R1())
+    status, issued = _http(
+        "POST",
+        f"{api}/devices/{device_id}/certificates",
+        token=token,
+        body={"csr": make_csr(device_id, key)},
+    )
+    assert status == 201, issued
+    status, approved = _http("POST", f"{api}/devices/{device_id}/approve", token=token)
+    assert status == 200, approved
+    certfile, keyfile = tmp_path / "charger.pem", tmp_path / "charger.key"
+    certfile.write_text(issued["certificate_pem"])
+    keyfile.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    server_ca = translator.volume("mosquitto-certs") / "ca.pem"
+    port = translator.port("mosquitto", 8884)
+
+    def mqtt() -> Mqtt:
+        client = Mqtt("127.0.0.1", port, None, None, client_id=device_id)
+        client.client.tls_set(
+            ca_certs=str(server_ca),
+            certfile=str(certfile),
+            keyfile=str(keyfile),
+            cert_reqs=ssl.CERT_REQUIRED,
+        )
+        return client
+
+    with mqtt().connected() as charger:
+        sample = encode_telemetry(int(time.time() * 1000), 1, {"power_w": 4321.0}, node="meter")
+        charger.publish(f"af/{device_id}/telemetry", sample)
+
+        def latest() -> Any:
+            status, body = _http(
+                "GET", f"{api}/devices/{device_id}/telemetry/latest?node=meter", token=token
+            )
+            return body["values"] if status == 200 and body and body.get("values") else None
+
+        values = wait_for("the certificate charger's telemetry in the API", latest, 20)
+        assert values["power_w"]["value"] == 4321.0, values
+
+        status, revoked = _http(
+            "POST",
+            f"{api}/certificates/{issued['serial']}/revoke",
+            token=token,
+            body={"reason": "keyCompromise"},
+        )
+        assert status == 200, revoked
+        assert charger.wait_disconnected(2.0)  # the provisioner's account removed, at once
+    # The API rewrote crl.pem in the shared volume; the sidecar's SIGHUP makes Mosquitto
+    # re-read it (it looks every second).
+    deadline = time.monotonic() + 5
+    while (
+        answer := _handshake(port, server_ca, certfile, keyfile, device_id)
+    ) == "connack" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "alert_certificate_revoked" in answer, (answer, _tail(stack.log("crl-reload")))
+    with pytest.raises(MqttError):
+        mqtt().connect()
