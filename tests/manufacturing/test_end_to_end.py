@@ -27,6 +27,7 @@ from werkzeug.serving import make_server
 
 from cloud.cli import main
 from cloud.db import get_database
+from cloud.devicelink.accounts import service_password
 from cloud.mail.backends import EXTENSION as MAILER
 from cloud.mail.backends import open_mailer
 from cloud.pki import authorities, crl
@@ -39,12 +40,13 @@ from firmware.tools import nvs
 from firmware.tools.partitions import partition
 from tests.charging.test_invitations import new_guest
 from tests.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, Client, Tenant
-from tests.link import AppFactory, app_settings
+from tests.link import AppFactory, app_settings, link_settings
 from tests.manufacturing.support import approved_batch, mac_pool, station_client
 from tests.manufacturing.test_factory_cli import BROKER
 from tests.mqtt import Mqtt
 from tests.pairing.test_pairing_api import split
-from tests.services.mosquitto import Mosquitto
+from tests.services.amqtt_broker import EmbeddedBroker, free_port
+from tests.services.mosquitto import Mosquitto, make_tls_files
 from tests.services.smtp import SmtpServer, mail_settings
 from tests.tools import nvs_reader
 
@@ -189,8 +191,10 @@ def test_from_the_factory_line_to_a_guest_charging_offline(
 
     # Every charger connects to Mosquitto's mutual-TLS listener with the key it made and the
     # certificate the factory wrote into its flash; the cloud hears each one's status.
-    online = run_fleet(platform.mosquitto, load_boards([tmp_path / "boards"]))
-    assert online == set(serials)
+    fleet = load_boards([tmp_path / "boards"])
+    assert on_mosquitto(platform.mosquitto, fleet) == set(serials)
+    # The same chargers on the embedded broker's mutual-TLS listener (the laptop's broker).
+    assert on_embedded(platform.app, fleet, tmp_path / "embedded") == set(serials)
 
     # An owner (an account with no role) pairs one charger by scanning both codes.
     device_id = serials[7]
@@ -250,24 +254,26 @@ def charger_booted_from(board: Path, device_id: str, broker: MemoryBroker) -> Si
     return charger
 
 
-def run_fleet(mosquitto: Mosquitto, boards: list[Any]) -> set[str]:
-    """Run the enrolled boards as a fleet against ``mosquitto``'s mutual-TLS listener until all
-    are connected; the devices whose online status the cloud's service account then received."""
+def run_fleet(
+    host: str, mtls_port: int, server_ca: Path, service: Mqtt, boards: list[Any]
+) -> set[str]:
+    """Run the enrolled boards as a fleet against a broker's mutual-TLS listener until all are
+    connected; the devices whose online status the cloud's ``service`` account received."""
     heard: set[str] = set()
 
-    def listen(service: Mqtt) -> None:
+    def listen() -> None:
         with contextlib.suppress(queue.Empty):
             while True:
                 message = service.messages.get_nowait()
                 if contract.decode_status(message.payload, now_ms()).state == "online":
                     heard.add(contract.parse_topic(message.topic).device_id)
 
-    async def scenario(service: Mqtt) -> None:
+    async def scenario() -> None:
         fleet = Fleet.from_boards(
             boards,
-            mosquitto.host,
-            mosquitto.mtls_port,
-            server_ca_file=str(mosquitto.ca_file),
+            host,
+            mtls_port,
+            server_ca_file=str(server_ca),
             seed=88,
             boot_rate=1000,
             tick_ms=50,
@@ -281,12 +287,20 @@ def run_fleet(mosquitto: Mosquitto, boards: list[Any]) -> set[str]:
                 boards
             ):
                 assert time.monotonic() < deadline, f"online: {len(heard)} of {len(boards)}"
-                listen(service)
+                listen()
                 await asyncio.sleep(0.1)
         finally:
             stop.set()
             await running
 
+    with service.connected():
+        assert not service.subscribe("af/+/status").is_failure
+        asyncio.run(scenario())
+    return heard
+
+
+def on_mosquitto(mosquitto: Mosquitto, boards: list[Any]) -> set[str]:
+    """The fleet on Mosquitto's mutual-TLS listener, heard by the cloud's service account."""
     service = Mqtt(
         mosquitto.host,
         mosquitto.port,
@@ -294,10 +308,31 @@ def run_fleet(mosquitto: Mosquitto, boards: list[Any]) -> set[str]:
         mosquitto.service_password,
         client_id=f"{mosquitto.service_user}-e2e",
     )
-    with service.connected():
-        assert not service.subscribe("af/+/status").is_failure
-        asyncio.run(scenario(service))
-    return heard
+    return run_fleet(mosquitto.host, mosquitto.mtls_port, mosquitto.ca_file, service, boards)
+
+
+def on_embedded(app: Flask, boards: list[Any], directory: Path) -> set[str]:
+    """The fleet on an embedded broker's mutual-TLS listener, on the same database."""
+    settings = app_settings(app)
+    server_ca, cert, key = make_tls_files(directory)
+    mtls_port = free_port()
+    overrides = link_settings(
+        settings.data_path,
+        settings.database_url,
+        broker_mtls_port=mtls_port,
+        broker_tls_cert_file=str(cert),
+        broker_tls_key_file=str(key),
+        broker_device_passwords="false",
+    )
+    with EmbeddedBroker(overrides) as broker:
+        service = Mqtt(
+            broker.host,
+            broker.port,
+            broker.settings.broker_service_user,
+            service_password(broker.settings),
+            client_id="svc-e2e",
+        )
+        return run_fleet(broker.host, mtls_port, server_ca, service, boards)
 
 
 def now_ms() -> int:
