@@ -29,6 +29,7 @@ from cloud.devicelink.accounts import service_password
 from cloud.devicelink.endpoint import Endpoint
 from cloud.devicelink.threaded import ThreadedLink, end_session
 from cloud.identity.seed import ensure_admin, sync_catalogue
+from cloud.pki import authorities, crl
 from cloud.settings import Settings
 from tests.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, Client, Tenant
 from tests.helpers import settings_for as link_settings
@@ -105,6 +106,31 @@ def make_app(tmp_path_factory: pytest.TempPathFactory) -> AppFactory:
         return app
 
     return make
+
+
+def mtls_app(make: AppFactory, mosquitto: Mosquitto, ca_file: Path, crl_file: Path) -> Flask:
+    """An API provisioning ``mosquitto`` as production does: certificates only (device
+    passwords off), the factory whitelist, and the PKI's CA chain and CRL written to the files
+    the broker's mutual-TLS listener reads (what `ampfleet pki init` does before it starts)."""
+    app = make(
+        broker="external",
+        broker_url=mosquitto.url,
+        broker_admin_user=mosquitto.admin_user,
+        broker_admin_password=mosquitto.admin_password,
+        broker_service_user=mosquitto.service_user,
+        broker_service_password=mosquitto.service_password,
+        broker_device_passwords="false",
+        device_approval="whitelist",
+        pki_ca_file=str(ca_file),
+        pki_crl_file=str(crl_file),
+    )
+    settings = app_settings(app)
+    with get_database(app).transaction() as session:
+        authorities.ensure(session, settings)
+        crl.current(session, settings)
+    with get_database(app).transaction() as session:
+        crl.write_current(session, settings)
+    return app
 
 
 def app_settings(app: Flask) -> Settings:

@@ -33,9 +33,9 @@ from cloud.devicelink.endpoint import Endpoint
 from cloud.devices.models import Device
 from cloud.devices.status import StatusUpdate
 from cloud.devices.status_worker import StatusWorker
-from cloud.pki import authorities, crl, issuance
+from cloud.pki import authorities, issuance
 from tests.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, Client, Tenant
-from tests.link import AppFactory, app_settings
+from tests.link import AppFactory, app_settings, mtls_app
 from tests.mqtt import Mqtt, MqttError
 from tests.pki.support import make_csr
 from tests.services.mosquitto import Mosquitto
@@ -153,25 +153,7 @@ def setup(make_app: AppFactory, tmp_path_factory: pytest.TempPathFactory) -> Ite
     directory = tmp_path_factory.mktemp("mtls")
     ca_file, crl_file = directory / "pki" / "ca-chain.pem", directory / "pki" / "crl.pem"
     server = Mosquitto(directory / "broker", client_ca_file=ca_file, crl_file=crl_file)
-    app = make_app(
-        broker="external",
-        broker_url=server.url,
-        broker_admin_user=server.admin_user,
-        broker_admin_password=server.admin_password,
-        broker_service_user=server.service_user,
-        broker_service_password=server.service_password,
-        broker_device_passwords="false",
-        device_approval="whitelist",
-        pki_ca_file=str(ca_file),
-        pki_crl_file=str(crl_file),
-    )
-    # What `ampfleet pki init` does: Mosquitto does not start without the CA chain and CRL.
-    settings = app_settings(app)
-    with get_database(app).transaction() as session:
-        authorities.ensure(session, settings)
-        crl.current(session, settings)
-    with get_database(app).transaction() as session:
-        crl.write_current(session, settings)
+    app = mtls_app(make_app, server, ca_file, crl_file)
     with server:
         watcher = CrlWatcher(crl_file, server.reload, interval=0.1)
         watcher.start()

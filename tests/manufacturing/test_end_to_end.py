@@ -26,11 +26,9 @@ from flask import Flask
 from werkzeug.serving import make_server
 
 from cloud.cli import main
-from cloud.db import get_database
 from cloud.devicelink.accounts import service_password
 from cloud.mail.backends import EXTENSION as MAILER
 from cloud.mail.backends import open_mailer
-from cloud.pki import authorities, crl
 from firmware.core import contract
 from firmware.host import MemoryBroker, SimCharger, SimClock
 from firmware.host.boards import load_boards
@@ -40,7 +38,7 @@ from firmware.tools import nvs
 from firmware.tools.partitions import partition
 from tests.charging.test_invitations import new_guest
 from tests.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, Client, Tenant
-from tests.link import AppFactory, app_settings, link_settings
+from tests.link import AppFactory, app_settings, link_settings, mtls_app
 from tests.manufacturing.support import approved_batch, mac_pool, station_client
 from tests.manufacturing.test_factory_cli import BROKER
 from tests.mqtt import Mqtt
@@ -106,26 +104,8 @@ class Platform:
 def platform(make_app: AppFactory, smtp_server: SmtpServer, tmp_path: Path) -> Iterator[Platform]:
     ca_file, crl_file = tmp_path / "pki" / "ca-chain.pem", tmp_path / "pki" / "crl.pem"
     mosquitto = Mosquitto(tmp_path / "mosquitto", client_ca_file=ca_file, crl_file=crl_file)
-    app = make_app(
-        broker="external",
-        broker_url=mosquitto.url,
-        broker_admin_user=mosquitto.admin_user,
-        broker_admin_password=mosquitto.admin_password,
-        broker_service_user=mosquitto.service_user,
-        broker_service_password=mosquitto.service_password,
-        broker_device_passwords="false",
-        device_approval="whitelist",
-        pki_ca_file=str(ca_file),
-        pki_crl_file=str(crl_file),
-    )
+    app = mtls_app(make_app, mosquitto, ca_file, crl_file)
     app.extensions[MAILER] = open_mailer(mail_settings(smtp_server))
-    # What `ampfleet pki init` does before the broker starts: the CA chain and the CRL.
-    settings = app_settings(app)
-    with get_database(app).transaction() as session:
-        authorities.ensure(session, settings)
-        crl.current(session, settings)
-    with get_database(app).transaction() as session:
-        crl.write_current(session, settings)
     with mosquitto:
         server = make_server("127.0.0.1", 0, app, threaded=True)
         thread = threading.Thread(target=server.serve_forever, daemon=True)
