@@ -30,10 +30,8 @@ while no worker ran.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
-import queue
 import threading
 import time
 from collections.abc import Sequence
@@ -53,6 +51,7 @@ from cloud.db import Database, utcnow
 from cloud.devicelink import metrics
 from cloud.devicelink.endpoint import Endpoint, shared
 from cloud.devicelink.errors import LinkError
+from cloud.devicelink.inbox import Inbox
 from cloud.devicelink.rejects import Rejected, RejectLog
 from cloud.devicelink.subscriptions import Message
 from cloud.devicelink.threaded import ThreadedLink
@@ -149,8 +148,8 @@ class ChargingWorker:
         self.ignored = 0  # other events
         self.db_retries = 0  # database errors survived
         self.conflicts = 0  # concurrent changes resolved by applying again
-        self._inbox: queue.Queue[Message | None] = queue.Queue(maxsize=1000)
         self._stop = threading.Event()
+        self._inbox = Inbox(self._stop)
         self._threads: list[threading.Thread] = []
         self._windows_checked_at: dt.datetime | None = None
 
@@ -170,9 +169,7 @@ class ChargingWorker:
     def stop(self) -> None:
         """Stop taking messages (what is in hand stays unacknowledged) and disconnect."""
         self._stop.set()
-        # A full inbox needs no wake-up: the thread sees the flag between messages.
-        with contextlib.suppress(queue.Full):
-            self._inbox.put_nowait(None)
+        self._inbox.close()
         for thread in self._threads:
             thread.join(timeout=30)
         self.connection.stop()
@@ -180,13 +177,8 @@ class ChargingWorker:
 
     def _on_message(self, message: Message) -> None:
         # The link's thread: hand over and return, so that keepalives keep flowing while a
-        # slow database is retried. A full inbox blocks here: back-pressure on the broker.
-        while not self._stop.is_set():
-            try:
-                self._inbox.put(message, timeout=0.5)
-                return
-            except queue.Full:
-                continue
+        # slow database is retried.
+        self._inbox.put(message)
 
     def _process_loop(self) -> None:
         while not self._stop.is_set():

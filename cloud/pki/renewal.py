@@ -29,11 +29,9 @@ seconds is dropped and counted; a malformed request is counted, kept in
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import logging
-import queue
 import threading
 import time
 from pathlib import Path
@@ -47,6 +45,7 @@ from cloud.db import Database, utcnow
 from cloud.devicelink import metrics
 from cloud.devicelink.endpoint import Endpoint, shared
 from cloud.devicelink.errors import LinkError
+from cloud.devicelink.inbox import Inbox
 from cloud.devicelink.rejects import Rejected, RejectLog
 from cloud.devicelink.subscriptions import Message
 from cloud.devicelink.threaded import ThreadedLink
@@ -206,8 +205,8 @@ class RenewalWorker:
         self.connection.subscribe(topic, self._on_message)
         self.outcomes: dict[str, int] = {}
         self._last_seen: dict[str, float] = {}
-        self._inbox: queue.Queue[Message | None] = queue.Queue(maxsize=1000)
         self._stop = threading.Event()
+        self._inbox = Inbox(self._stop)
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -220,8 +219,7 @@ class RenewalWorker:
     def stop(self) -> None:
         """Stop answering and disconnect."""
         self._stop.set()
-        with contextlib.suppress(queue.Full):
-            self._inbox.put_nowait(None)
+        self._inbox.close()
         if self._thread is not None:
             self._thread.join(timeout=30)
         self.connection.stop()
@@ -229,12 +227,7 @@ class RenewalWorker:
 
     def _on_message(self, message: Message) -> None:
         # The link's thread: hand over and return (signing and the database take their time).
-        while not self._stop.is_set():
-            try:
-                self._inbox.put(message, timeout=0.5)
-                return
-            except queue.Full:
-                continue
+        self._inbox.put(message)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
