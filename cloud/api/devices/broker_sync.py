@@ -15,6 +15,7 @@ from collections.abc import Callable
 from flask import current_app
 
 from broker.admin import BrokerAdmin, broker_admin
+from broker.errors import BrokerUnavailable
 from broker.registry import account_of
 from cloud.db import get_database
 from cloud.settings import Settings
@@ -40,6 +41,15 @@ def push(what: str, device_id: str, change: Callable[[BrokerAdmin], None]) -> bo
     """Apply a committed change to the broker; False (logged) when that failed."""
     try:
         change(app_broker_admin())
+    except BrokerUnavailable as exc:
+        # Expected while the broker restarts: one line, no traceback.
+        log.warning(
+            "broker not updated after the %s of %s (%s); `ampfleet broker resync` applies it",
+            what,
+            device_id,
+            exc,
+        )
+        return False
     except Exception:
         # The registry already holds the change: the request succeeds, resync catches up.
         log.exception(
