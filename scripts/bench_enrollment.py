@@ -69,28 +69,13 @@ from cloud.organizations.models import Organization
 from cloud.pki import authorities, crl, csr, issuance
 from cloud.pki.models import CertificateState, DeviceCertificate
 from cloud.settings import Settings
+from scripts.progress import progress
 from tests.services.mosquitto import MOSQUITTO, free_port
 
 AMPFLEET = str(Path(sys.executable).parent / "ampfleet")
 MARIADB = dict(host="127.0.0.1", port=3306, user="root", password="")
 ADMIN_EMAIL = "bench-admin@ampfleet.bench"
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def progress(done: int, total: int, label: str) -> None:
-    """A one-line progress bar on stderr (redrawn in place on a terminal)."""
-    if not sys.stderr.isatty() and done < total:
-        return
-    width = 30
-    filled = width * done // max(total, 1)
-    print(
-        f"\r  {label:<22} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}",
-        end="",
-        file=sys.stderr,
-        flush=True,
-    )
-    if done >= total:
-        print(file=sys.stderr)
 
 
 def cpu_of(pid: int) -> float:

@@ -47,26 +47,11 @@ from cloud.devices.models import Device, LifecycleState, Protocol
 from cloud.organizations.models import Organization
 from cloud.telemetry.influx import InfluxStore
 from firmware.core import contract
+from scripts.progress import progress
 from tests.services.influxd import Influxd
 from tests.services.mosquitto import Mosquitto, free_port
 
 AMPFLEET = str(Path(sys.executable).parent / "ampfleet")
-
-
-def progress(done: int, total: int, label: str) -> None:
-    """A one-line progress bar on stderr (redrawn in place on a terminal)."""
-    if not sys.stderr.isatty() and done < total:
-        return
-    width = 30
-    filled = width * done // max(total, 1)
-    print(
-        f"\r  {label:<22} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}",
-        end="",
-        file=sys.stderr,
-        flush=True,
-    )
-    if done >= total:
-        print(file=sys.stderr)
 
 
 def publish(
