@@ -23,19 +23,22 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from firmware.core import certs
+from firmware.core import certs, guestpass
 from firmware.hal.interface import Storage
 from firmware.host.storage import MemoryStorage
 from firmware.tools import ToolError, nvs, nvsread
 from firmware.tools.partitions import partition
 
 NVS_CA = "ca_cert"
+# The NVS records the factory writes that the charger itself reads (identity aside): its
+# certificate and key, the CA chain, the platform's keys for guest credentials.
+CHARGER_RECORDS = (certs.NVS_CERT, certs.NVS_KEY, NVS_CA, guestpass.NVS_KEY)
 
 
 @dataclasses.dataclass(frozen=True)
 class BoardIdentity:
     """What an enrolled board holds: its id, broker, and the NVS records a charger needs
-    (``client_cert``, ``client_key``, ``ca_cert``)."""
+    (``client_cert``, ``client_key``, ``ca_cert``, ``guest_keys``)."""
 
     device_id: str
     broker_url: str
@@ -64,7 +67,7 @@ def load_board(directory: Path) -> BoardIdentity:
     values = {key: value for (ns, key), value in nvsread.read(image).items() if ns == nvs.NAMESPACE}
     if "device_id" not in values:
         raise ToolError(f"{directory}: the board was not enrolled (its NVS is empty)")
-    records = {key: values[key] for key in (certs.NVS_CERT, certs.NVS_KEY, NVS_CA) if key in values}
+    records = {key: values[key] for key in CHARGER_RECORDS if key in values}
     if certs.NVS_KEY not in records:
         key_file = directory / "secure" / "key.pem"
         if key_file.exists():

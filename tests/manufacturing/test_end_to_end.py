@@ -31,11 +31,10 @@ from cloud.mail.backends import EXTENSION as MAILER
 from cloud.mail.backends import open_mailer
 from firmware.core import contract
 from firmware.host import MemoryBroker, SimCharger, SimClock
-from firmware.host.boards import load_boards
+from firmware.host.boards import load_board, load_boards
 from firmware.host.esp32c3 import SimulatedBoard
 from firmware.host.fleet import Fleet
 from firmware.tools import nvs
-from firmware.tools.partitions import partition
 from tests.charging.test_invitations import new_guest
 from tests.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, Client, Tenant
 from tests.link import AppFactory, app_settings, link_settings, mtls_app
@@ -46,7 +45,6 @@ from tests.pairing.test_pairing_api import split
 from tests.services.amqtt_broker import EmbeddedBroker, free_port
 from tests.services.mosquitto import Mosquitto, make_tls_files
 from tests.services.smtp import SmtpServer, mail_settings
-from tests.tools import nvs_reader
 
 CHARGERS = 50
 
@@ -59,13 +57,6 @@ def enroll_all(api: str, client_id: str, secret: str, boards: dict[str, Path]) -
         args += ["--broker-url", BROKER, "--flash"]
         result = CliRunner().invoke(main, args, input=secret + "\n")
         assert result.exit_code == 0, (serial, result.output)
-
-
-def nvs_of(board: Path) -> dict[str, bytes]:
-    """The NVS items the factory wrote into a board's flash, as the firmware reads them."""
-    part = partition("nvs")
-    flash = SimulatedBoard(board).read_flash(part.offset, part.size)
-    return {key: item.value for (_, key), item in nvs_reader.read(flash).items()}
 
 
 def rows_of(sheet: bytes) -> list[tuple[str, str]]:
@@ -224,12 +215,11 @@ def signed_in_client(client: Client, client_id: str, secret: str) -> Client:
 
 
 def charger_booted_from(board: Path, device_id: str, broker: MemoryBroker) -> SimCharger:
-    """The simulated charger of an enrolled board, with the keys its NVS holds."""
-    items = nvs_of(board)
-    assert items["device_id"] == device_id.encode()
+    """The simulated charger of an enrolled board, with what the factory wrote into its NVS."""
+    enrolled = load_board(board)
+    assert enrolled.device_id == device_id and enrolled.records[nvs.GUEST_KEYS]
     clock = SimClock(int(dt.datetime.now(dt.UTC).timestamp() * 1000))
-    charger = SimCharger(device_id, clock, broker=broker)
-    charger.storage.put(nvs.GUEST_KEYS, items[nvs.GUEST_KEYS])
+    charger = SimCharger(device_id, clock, broker=broker, storage=enrolled.storage())
     charger.run_for(5_000)
     return charger
 
